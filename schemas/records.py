@@ -1,0 +1,192 @@
+"""The one definition of every record Leadflow writes or accepts.
+
+Each record is a dataclass whose fields carry their documentation. BigQuery table schemas,
+Arrow schemas and JSON Schemas are derived from these classes by ``schemas.derive``; nothing
+else in the project spells out a column list.
+
+Types map as follows: ``str`` -> STRING, ``int`` -> INTEGER, ``float`` -> FLOAT,
+``bool`` -> BOOLEAN, ``datetime`` -> TIMESTAMP (always UTC), ``date`` -> DATE,
+``list[str]`` -> REPEATED STRING. ``Optional[...]`` (``X | None``) fields are NULLABLE,
+the rest REQUIRED. ``Json`` is a STRING column holding a JSON document.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, NewType
+
+Json = NewType("Json", str)
+
+
+def doc(description: str, **extra: Any) -> Any:
+    """A dataclass field carrying its column description (and optional JSON Schema limits)."""
+    default = extra.pop("default", dataclasses.MISSING)
+    default_factory = extra.pop("default_factory", dataclasses.MISSING)
+    kwargs: dict[str, Any] = {"metadata": {"description": description, **extra}}
+    if default is not dataclasses.MISSING:
+        kwargs["default"] = default
+    if default_factory is not dataclasses.MISSING:
+        kwargs["default_factory"] = default_factory
+    return field(**kwargs)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How a record is stored in BigQuery: table name, partitioning and clustering."""
+
+    name: str
+    record: type
+    partition_field: str
+    cluster_fields: tuple[str, ...]
+    description: str
+
+
+# --------------------------------------------------------------------------------------
+# Output records (BigQuery tables, file-mode JSONL files)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Lead:
+    """One person as Leadflow knows them: written once, at first sighting (outcome ``new``)."""
+
+    lead_id: str = doc("Deterministic id of the lead (uuid5 of identity key and first event).")
+    identity_key: str = doc("What identifies the person: 'phone:<E.164>' or 'email:<address>'.")
+    phone_e164: str | None = doc("Valid phone number in E.164, or null.")
+    email: str | None = doc("Normalized (lower-cased, syntax-checked) e-mail, or null.")
+    full_name: str | None = doc("Trimmed full name, or null.")
+    first_name: str | None = doc("First name, when known.")
+    last_name: str | None = doc("Last name, when known.")
+    country: str | None = doc("ISO 3166-1 alpha-2 country code, when known.")
+    postal_code: str | None = doc("Postal code as given (upper-cased, trimmed).")
+    city: str | None = doc("City, when known.")
+    state: str | None = doc("State or region, when known.")
+    property_address: str | None = doc("Property address from provider e-mails, when known.")
+    message: str | None = doc("The lead's message or inquiry text.")
+    primary_source: str = doc("source_id of the first source (earliest event time) to send this person.")
+    primary_provider: str = doc("Provider of the primary source.")
+    first_seen_at: datetime = doc("Event time of the first sighting (UTC).")
+    is_test: bool = doc("True for provider test leads (e.g. Google Ads is_test).")
+    processed_at: datetime = doc("When the pipeline wrote this row (UTC).")
+
+
+@dataclass
+class LeadEvent:
+    """One input message (or one CSV row) that became part of a lead: exactly one per unit."""
+
+    event_id: str = doc("Deterministic id of this event (uuid5 of message id and unit index).")
+    message_id: str = doc("Pub/Sub message id (or input line id); CSV rows append '#<row>'.")
+    lead_id: str = doc("The lead this event belongs to.")
+    outcome: str = doc("new | duplicate_same_source | cross_source | replay.")
+    provider: str = doc("Provider format the message was parsed as.")
+    source_id: str = doc("Source registry id the message came from.")
+    source_verified: bool = doc("False when the source was not in the registry.")
+    external_id: str | None = doc("The provider's own id for the lead, when it has one.")
+    identity_key: str = doc("'phone:<E.164>' or 'email:<address>'.")
+    event_time: datetime = doc("When the lead happened according to the provider (UTC).")
+    publish_time: datetime = doc("When the message reached Leadflow (Pub/Sub publish time, UTC).")
+    phone_e164: str | None = doc("Valid phone in E.164 carried by this event.")
+    email: str | None = doc("Normalized e-mail carried by this event.")
+    full_name: str | None = doc("Name carried by this event.")
+    is_test: bool = doc("True for provider test leads.")
+    campaign_id: str | None = doc("Ad campaign id, when the provider sends one.")
+    form_id: str | None = doc("Lead form id, when the provider sends one.")
+    processed_at: datetime = doc("When the pipeline wrote this row (UTC).")
+
+
+@dataclass
+class SourceHistory:
+    """Which sources sent a person: one row per (lead, source) at its first sighting."""
+
+    lead_id: str = doc("The lead.")
+    source_id: str = doc("The source that sent the person.")
+    provider: str = doc("Provider format of that source.")
+    external_id: str | None = doc("The provider's id for the lead.")
+    is_primary: bool = doc("True for the source that sent the person first (earliest event time).")
+    event_id: str = doc("The lead event that introduced this source.")
+    received_at: datetime = doc("Event time of that first message from this source (UTC).")
+
+
+@dataclass
+class DeadLetter:
+    """An input that could not become a lead event, with the reason and the original payload."""
+
+    message_id: str = doc("Pub/Sub message id (or input line id); CSV rows append '#<row>'.")
+    provider: str | None = doc("Provider attribute or detected provider, when known.")
+    stage: str = doc("Pipeline stage that rejected the input: decode, parse, normalize, sink, ...")
+    error_type: str = doc("Machine-readable reason, e.g. invalid_json, missing_contact.")
+    error_message: str = doc("Readable explanation (never contains PII).")
+    payload: str | None = doc("The original payload: text, or base64 when payload_encoding says so.")
+    payload_encoding: str = doc("'utf-8' or 'base64' (data that is not valid UTF-8).")
+    payload_bytes: int = doc("Size of the original payload in bytes.")
+    payload_truncated: bool = doc("True when payload holds only the first bytes of an oversize input.")
+    payload_sha256: str = doc("SHA-256 of the full original payload.")
+    attributes: Json = doc("Message attributes as a JSON object.")
+    publish_time: datetime | None = doc("Pub/Sub publish time of the message (UTC).")
+    failed_at: datetime = doc("When the pipeline rejected it (UTC).")
+
+
+@dataclass
+class SourceDailyCounts:
+    """Per source and UTC day: events, new leads, cross-source, duplicates and replays."""
+
+    source_id: str = doc("Source registry id.")
+    event_date: date = doc("UTC day of the message event timestamp.")
+    events: int = doc("All lead events from this source that day.")
+    new_leads: int = doc("Events that created a lead.")
+    cross_source: int = doc("Events for a person another source sent first.")
+    duplicates: int = doc("Events repeating a person this source already sent.")
+    replays: int = doc("Redeliveries or repeated provider ids (no new facts).")
+    is_final: bool = doc("True for the on-time pane of the day; early panes are superseded.")
+    pane_index: int = doc("Pane number of this window firing; the highest is the current figure.")
+    computed_at: datetime = doc("When the row was computed (UTC).")
+
+
+# --------------------------------------------------------------------------------------
+# Accepted payloads
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ApiLeadPayload:
+    """The JSON body of Leadflow's own lead API (provider ``api``).
+
+    At least one of ``phone`` and ``email`` is required; the rest is optional. Unknown keys are
+    rejected so that typos surface as errors instead of silently lost data.
+    """
+
+    external_id: str = doc("Caller's id for the lead; repeated ids are replays.", minLength=1, maxLength=200)
+    full_name: str | None = doc("Full name.", maxLength=300, default=None)
+    first_name: str | None = doc("First name.", maxLength=150, default=None)
+    last_name: str | None = doc("Last name.", maxLength=150, default=None)
+    phone: str | None = doc("Phone number in any common format; E.164 preferred.", maxLength=40, default=None)
+    email: str | None = doc("E-mail address.", maxLength=320, default=None)
+    country: str | None = doc("ISO 3166-1 alpha-2 country code.", pattern="^[A-Za-z]{2}$", default=None)
+    postal_code: str | None = doc("Postal code.", maxLength=20, default=None)
+    city: str | None = doc("City.", maxLength=200, default=None)
+    state: str | None = doc("State or region.", maxLength=200, default=None)
+    message: str | None = doc("Free-text inquiry.", maxLength=10000, default=None)
+    property_address: str | None = doc("Address of the property asked about.", maxLength=500, default=None)
+    created_at: str | None = doc("RFC 3339 time the lead was captured.", format="date-time", default=None)
+    source: str | None = doc("Caller's source label (e.g. landing page).", maxLength=200, default=None)
+    is_test: bool | None = doc("Marks a test lead.", default=None)
+
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec("leads", Lead, "first_seen_at", ("primary_source",), "One row per person (lead)."),
+        TableSpec(
+            "lead_events", LeadEvent, "event_time", ("source_id", "outcome"), "One row per accepted input unit."
+        ),
+        TableSpec(
+            "lead_source_history", SourceHistory, "received_at", ("lead_id",), "Sources that sent each person."
+        ),
+        TableSpec("dead_letters", DeadLetter, "failed_at", ("stage", "error_type"), "Rejected inputs."),
+        TableSpec(
+            "source_daily_counts", SourceDailyCounts, "event_date", ("source_id",), "Daily counts per source."
+        ),
+    )
+}

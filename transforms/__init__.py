@@ -1,0 +1,1 @@
+"""Leadflow pipeline stages: one module per stage, each a composite PTransform."""

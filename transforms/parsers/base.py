@@ -1,0 +1,149 @@
+"""What every provider parser shares: the RawLead it returns, the error it raises, its config.
+
+A parser is a pure function ``parse(text, attributes, config) -> list[RawLead]``. It raises
+``ParseError`` with a machine-readable ``error_type`` and a readable message that never contains
+PII (no phone numbers, e-mails or names from the payload). Most providers return one RawLead;
+``csv_upload`` returns one per row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Protocol
+from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from transforms.sources import SourceRegistry
+
+# JSON nested deeper than this is rejected before the decoder can hit Python's recursion limit.
+MAX_JSON_DEPTH = 64
+
+
+class ParseError(ValueError):
+    """A payload that cannot become a lead. ``error_type`` is stable; ``message`` is PII-free."""
+
+    def __init__(self, error_type: str, message: str):
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+@dataclass
+class RawLead:
+    """A lead as one provider sent it, before normalization. Every field is optional text."""
+
+    provider: str
+    external_id: str | None = None
+    event_time: datetime | None = None  # timezone-aware; None means "use the message publish time"
+    full_name: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    country: str | None = None  # ISO alpha-2 when the provider gives one
+    postal_code: str | None = None
+    city: str | None = None
+    state: str | None = None
+    property_address: str | None = None
+    message: str | None = None
+    is_test: bool = False
+    source_id: str | None = None  # set by the e-mail parser (registry match); others use the provider default
+    source_verified: bool = True
+    campaign_id: str | None = None
+    form_id: str | None = None
+    ad_id: str | None = None
+    unit_index: int | None = None  # row number for csv_upload (1-based, header excluded)
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> RawLead:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ParseConfig:
+    """Settings parsers need. ``google_ads_key``: when set, Google Ads leads must carry it."""
+
+    registry: SourceRegistry
+    google_ads_key: str | None = None
+    naive_timezone: str = "UTC"  # how timestamps without an offset are read, unless a provider says otherwise
+
+
+class Parser(Protocol):
+    def __call__(self, text: str, attributes: Mapping[str, str], config: ParseConfig) -> list[RawLead]: ...
+
+
+def _depth_exceeds(text: str, limit: int) -> bool:
+    """True when brackets nest deeper than ``limit`` (strings are skipped). Linear, no recursion."""
+    depth = 0
+    in_string = False
+    escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def load_json_object(text: str) -> dict[str, Any]:
+    """Decode a JSON object, rejecting invalid JSON, non-objects and absurd nesting clearly."""
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth_exceeds(text, MAX_JSON_DEPTH):
+        raise ParseError("json_too_deep", f"JSON nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ParseError("invalid_json", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise ParseError("json_too_deep", "JSON nests too deeply to decode") from None
+    if not isinstance(value, dict):
+        raise ParseError("invalid_json", f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def parse_timestamp(value: Any, *, naive_timezone: str = "UTC", field_name: str = "timestamp") -> datetime:
+    """ISO 8601 / RFC 3339 text, '+0000' offsets, or Unix seconds -> an aware UTC datetime."""
+    if isinstance(value, bool):
+        raise ParseError("invalid_timestamp", f"{field_name}: expected a time, got a boolean")
+    if isinstance(value, (int, float)):
+        try:
+            return datetime.fromtimestamp(float(value), tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise ParseError("invalid_timestamp", f"{field_name}: Unix time out of range") from None
+    if not isinstance(value, str) or not value.strip():
+        raise ParseError("invalid_timestamp", f"{field_name}: expected a time string")
+    text = value.strip()
+    if text.isdigit() and len(text) >= 9:
+        return parse_timestamp(int(text[:10]) if len(text) > 10 else int(text), field_name=field_name)
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ParseError("invalid_timestamp", f"{field_name}: not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=ZoneInfo(naive_timezone))
+    return parsed.astimezone(timezone.utc)
+
+
+def clean(value: Any) -> str | None:
+    """Text trimmed to None when empty; non-text values become their string form."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    text = text.strip()
+    return text or None
