@@ -1,0 +1,21 @@
+"""Builders for NormalizedLead test data."""
+
+from datetime import datetime, timedelta, timezone
+
+from transforms.normalize import NormalizedLead
+
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+
+
+def lead(unit_id: str, key: str = "phone:+14155550123", source: str = "meta_lead_ads", *,
+         event_s: float = 0, publish_s: float | None = None, external_id: str | None = None) -> NormalizedLead:
+    """A normalized lead whose provider event time is T0+event_s and publish time T0+publish_s."""
+    publish_s = event_s if publish_s is None else publish_s
+    return NormalizedLead(
+        unit_id=unit_id, message_id=unit_id.split("#")[0], identity_key=key, provider=source, source_id=source,
+        source_verified=True, external_id=external_id, event_time=T0 + timedelta(seconds=event_s),
+        publish_time=T0 + timedelta(seconds=publish_s), phone_e164=key.removeprefix("phone:") or None,
+        phone_status="valid", email=None, email_status="missing", full_name="Test Person", first_name=None,
+        last_name=None, country="US", postal_code=None, city=None, state=None, property_address=None,
+        message=None, is_test=False, campaign_id=None, form_id=None, ad_id=None,
+    )

@@ -1,0 +1,140 @@
+"""The input message (one Pub/Sub message or one line of the bounded input file), units and dead letters.
+
+A *unit* is what ends in exactly one ``lead_events`` or ``dead_letters`` row: a message, or one row
+of a ``csv_upload`` message (unit id ``<message_id>#<row>``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from schemas.records import DeadLetter
+
+# How much of an oversize or undecodable payload a dead letter keeps (BigQuery rows must stay small).
+DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class InputMessage:
+    """A message as Pub/Sub delivers it: id, raw bytes, attributes, publish time (UTC)."""
+
+    message_id: str
+    data: bytes
+    attributes: dict[str, str] = field(default_factory=dict)
+    publish_time: datetime | None = None
+
+
+class InputLineError(ValueError):
+    """A line of the bounded input file that is not a message object."""
+
+
+def message_from_json_line(line: str | bytes) -> InputMessage:
+    """Decode one input-file line: ``{"message_id", "publish_time", "attributes", "data"}``.
+
+    ``data`` is the payload as text; ``data_base64`` may carry bytes instead (for payloads that are
+    not UTF-8). A missing ``message_id`` becomes a hash of the line, so reruns stay deterministic; a
+    missing ``publish_time`` becomes the time the line is read.
+    """
+    raw = line.encode("utf-8", "surrogateescape") if isinstance(line, str) else line
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise InputLineError(f"input line is not JSON: {type(e).__name__}") from None
+    if not isinstance(obj, dict):
+        raise InputLineError("input line must be a JSON object")
+    message_id = obj.get("message_id")
+    if message_id is None:
+        message_id = "sha256:" + hashlib.sha256(raw).hexdigest()[:32]
+    attributes = obj.get("attributes") or {}
+    if not isinstance(attributes, dict) or not all(isinstance(v, str) for v in attributes.values()):
+        raise InputLineError("attributes must be an object of strings")
+    if "data_base64" in obj:
+        try:
+            data = base64.b64decode(obj["data_base64"], validate=True)
+        except (ValueError, TypeError):
+            raise InputLineError("data_base64 is not valid base64") from None
+    else:
+        text = obj.get("data", "")
+        if not isinstance(text, str):
+            raise InputLineError("data must be a string (use data_base64 for bytes)")
+        data = text.encode("utf-8", "surrogatepass")
+    publish_time = None
+    if obj.get("publish_time") is not None:
+        try:
+            publish_time = datetime.fromisoformat(str(obj["publish_time"]).replace("Z", "+00:00"))
+        except ValueError:
+            raise InputLineError("publish_time is not RFC 3339") from None
+        if publish_time.tzinfo is None:
+            publish_time = publish_time.replace(tzinfo=timezone.utc)
+        publish_time = publish_time.astimezone(timezone.utc)
+    return InputMessage(str(message_id), data, dict(attributes), publish_time or utcnow())
+
+
+def dead_letter(
+    *,
+    message_id: str,
+    data: bytes,
+    attributes: dict[str, str],
+    publish_time: datetime | None,
+    provider: str | None,
+    stage: str,
+    error_type: str,
+    error_message: str,
+    limit: int = DEAD_LETTER_PAYLOAD_LIMIT,
+) -> DeadLetter:
+    """A dead letter carrying the original payload: text when it is UTF-8, else base64; capped at ``limit``."""
+    try:
+        text: str | None = data.decode("utf-8")
+        encoding = "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = None, "base64"
+    truncated = len(data) > limit
+    if encoding == "utf-8":
+        payload = text[:limit] if truncated else text  # type: ignore[index]
+    else:
+        payload = base64.b64encode(data[:limit]).decode("ascii")
+    return DeadLetter(
+        message_id=message_id,
+        provider=provider,
+        stage=stage,
+        error_type=error_type,
+        error_message=error_message[:1000],
+        payload=payload,
+        payload_encoding=encoding,
+        payload_bytes=len(data),
+        payload_truncated=truncated,
+        payload_sha256=hashlib.sha256(data).hexdigest(),
+        attributes=json.dumps(attributes, sort_keys=True, ensure_ascii=False),
+        publish_time=publish_time,
+        failed_at=utcnow(),
+    )
+
+
+def dead_letter_for_line(line: str | bytes, error: Exception) -> DeadLetter:
+    raw = line.encode("utf-8", "surrogateescape") if isinstance(line, str) else line
+    return dead_letter(
+        message_id="sha256:" + hashlib.sha256(raw).hexdigest()[:32], data=raw, attributes={},
+        publish_time=None, provider=None, stage="read", error_type="invalid_input_line",
+        error_message=str(error),
+    )
+
+
+def as_dict(msg: InputMessage) -> dict[str, Any]:
+    """The JSON-line form of a message (inverse of ``message_from_json_line``)."""
+    out: dict[str, Any] = {"message_id": msg.message_id, "attributes": msg.attributes}
+    if msg.publish_time is not None:
+        out["publish_time"] = msg.publish_time.isoformat().replace("+00:00", "Z")
+    try:
+        out["data"] = msg.data.decode("utf-8")
+    except UnicodeDecodeError:
+        out["data_base64"] = base64.b64encode(msg.data).decode("ascii")
+    return out

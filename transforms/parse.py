@@ -1,0 +1,114 @@
+"""Parse stage: an InputMessage becomes one Unit per lead (CSV uploads: one per row) or a dead letter.
+
+Checks, in order: payload size (``max_payload_bytes``), empty payload, UTF-8 decoding, then the
+provider parser chosen by the ``provider`` attribute (or by the payload's shape when absent).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms.messages import InputMessage, dead_letter, utcnow
+from transforms.normalize import Unit
+from transforms.parsers.base import ParseConfig, ParseError
+from transforms.parsers.registry import parse_payload
+from transforms.sources import SourceRegistry
+
+DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
+_log = logging.getLogger(__name__)
+
+
+class RejectedMessage(ValueError):
+    def __init__(self, stage: str, error_type: str, message: str, provider: str | None = None):
+        super().__init__(message)
+        self.stage, self.error_type, self.message, self.provider = stage, error_type, message, provider
+
+
+def decode_payload(msg: InputMessage, max_payload_bytes: int) -> str:
+    """The payload as text, or RejectedMessage(stage='decode')."""
+    size = len(msg.data)
+    if size > max_payload_bytes:
+        raise RejectedMessage("decode", "payload_too_large", f"payload is {size} bytes; the limit is {max_payload_bytes}")
+    if not msg.data.strip():
+        raise RejectedMessage("decode", "empty_payload", "payload is empty")
+    try:
+        return msg.data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RejectedMessage("decode", "invalid_utf8", f"payload is not valid UTF-8 (byte {e.start})") from None
+
+
+def parse_message(msg: InputMessage, config: ParseConfig, max_payload_bytes: int) -> list[Unit]:
+    """The pure parse of one message into units. Raises RejectedMessage."""
+    text = decode_payload(msg, max_payload_bytes)
+    try:
+        provider, leads = parse_payload(text, msg.attributes, config)
+    except ParseError as e:
+        raise RejectedMessage("parse", e.error_type, e.message, msg.attributes.get("provider")) from None
+    if not leads:
+        raise RejectedMessage("parse", "no_leads", "the payload holds no lead", provider)
+    publish_time = msg.publish_time or utcnow()
+    units = []
+    for raw in leads:
+        source_id, verified = raw.source_id, raw.source_verified
+        if source_id is None:
+            default = config.registry.default_for(provider)
+            source_id, verified = (default.source_id, True) if default else (provider, False)
+        unit_id = msg.message_id if raw.unit_index is None else f"{msg.message_id}#{raw.unit_index}"
+        units.append(Unit(unit_id, msg.message_id, publish_time, msg.attributes, msg.data, source_id, verified, raw))
+    return units
+
+
+class ParseDoFn(beam.DoFn):
+    DEAD_LETTERS = "dead_letters"
+
+    def __init__(self, max_payload_bytes: int, google_ads_key: str | None, registry_path: str | None):
+        self.max_payload_bytes = max_payload_bytes
+        self.google_ads_key = google_ads_key
+        self.registry_path = registry_path
+        self.messages = Metrics.counter("parse", "messages")
+        self.units = Metrics.counter("parse", "units")
+        self.rejected = Metrics.counter("parse", "dead_letters")
+        self.internal_errors = Metrics.counter("parse", "internal_errors")
+
+    def setup(self):
+        self.config = ParseConfig(
+            registry=SourceRegistry.from_csv(self.registry_path), google_ads_key=self.google_ads_key or None
+        )
+
+    def process(self, msg: InputMessage):
+        self.messages.inc()
+        try:
+            units = parse_message(msg, self.config, self.max_payload_bytes)
+        except RejectedMessage as e:
+            self.rejected.inc()
+            yield self._dead_letter(msg, e.stage, e.error_type, e.message, e.provider)
+            return
+        except Exception as e:  # a parser bug must not stop the pipeline; it is dead-lettered and counted
+            self.internal_errors.inc()
+            _log.exception("parser failed on message_id=%s", msg.message_id)
+            yield self._dead_letter(msg, "parse", "internal_error", f"{type(e).__name__} in parser", None)
+            return
+        self.units.inc(len(units))
+        yield from units
+
+    def _dead_letter(self, msg, stage, error_type, message, provider):
+        return beam.pvalue.TaggedOutput(self.DEAD_LETTERS, dead_letter(
+            message_id=msg.message_id, data=msg.data, attributes=msg.attributes, publish_time=msg.publish_time,
+            provider=provider or msg.attributes.get("provider"), stage=stage, error_type=error_type,
+            error_message=message,
+        ))
+
+
+class ParseMessages(beam.PTransform):
+    """InputMessage -> Unit (main ``units``) and DeadLetter (``dead_letters``)."""
+
+    def __init__(self, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, google_ads_key: str | None = None,
+                 registry_path: str | None = None):
+        super().__init__()
+        self.fn = ParseDoFn(max_payload_bytes, google_ads_key, registry_path)
+
+    def expand(self, messages):
+        return messages | "ParseMessage" >> beam.ParDo(self.fn).with_outputs(ParseDoFn.DEAD_LETTERS, main="units")
