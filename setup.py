@@ -12,7 +12,7 @@ setuptools.setup(
     description="Streaming lead-processing pipeline on Apache Beam",
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["pipelines*", "transforms*", "scoring*", "schemas*", "infra*"]),
-    package_data={"transforms.reference_data": ["*.csv"], "schemas": ["*.sql", "views/*.sql"]},
+    package_data={"transforms.reference_data": ["*.csv"], "pipelines.samples": ["*.jsonl", "*.json"], "schemas": ["*.sql", "views/*.sql"]},
     include_package_data=True,
     install_requires=[
         "apache-beam[gcp]==2.77.0",

@@ -9,7 +9,7 @@ and the row with the highest pane index of a (source, day) is the current figure
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import apache_beam as beam
 from apache_beam.transforms import trigger, window
@@ -48,7 +48,7 @@ class CountOutcomes(beam.CombineFn):
 def to_counts_row(source_id: str, counts: list[int], window_start: float, pane) -> SourceDailyCounts:
     return SourceDailyCounts(
         source_id=source_id,
-        event_date=datetime.fromtimestamp(window_start, tz=timezone.utc).date(),
+        event_date=datetime.fromtimestamp(window_start, tz=UTC).date(),
         events=counts[0], new_leads=counts[1], cross_source=counts[2], duplicates=counts[3], replays=counts[4],
         is_final=pane.timing != beam.utils.windowed_value.PaneInfoTiming.EARLY,
         pane_index=pane.index, computed_at=utcnow(),
@@ -70,10 +70,11 @@ class DailySourceCounts(beam.PTransform):
         self.allowed_lateness_days = allowed_lateness_days
 
     def expand(self, events):
-        return (
-            events
-            | "KeyBySource" >> beam.Map(lambda e: (e.source_id, e.outcome)).with_input_types(LeadEvent)
-            | "DailyWindows" >> beam.WindowInto(
+        if events.is_bounded:
+            # All data is present: one on-time pane per day (the batch runner has no processing-time clock).
+            windowing = beam.WindowInto(window.FixedWindows(DAY_SECONDS))
+        else:
+            windowing = beam.WindowInto(
                 window.FixedWindows(DAY_SECONDS),
                 trigger=trigger.AfterWatermark(
                     early=trigger.AfterProcessingTime(self.early_firing_seconds),
@@ -82,6 +83,10 @@ class DailySourceCounts(beam.PTransform):
                 accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
                 allowed_lateness=Duration(seconds=self.allowed_lateness_days * DAY_SECONDS),
             )
+        return (
+            events
+            | "KeyBySource" >> beam.Map(lambda e: (e.source_id, e.outcome)).with_input_types(LeadEvent)
+            | "DailyWindows" >> windowing
             | "CountPerSource" >> beam.CombinePerKey(CountOutcomes())
             | "FormatCounts" >> beam.ParDo(FormatCountsDoFn())
         )

@@ -10,7 +10,7 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from schemas.records import DeadLetter
@@ -20,7 +20,7 @@ DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,8 @@ def message_from_json_line(line: str | bytes) -> InputMessage:
         except ValueError:
             raise InputLineError("publish_time is not RFC 3339") from None
         if publish_time.tzinfo is None:
-            publish_time = publish_time.replace(tzinfo=timezone.utc)
-        publish_time = publish_time.astimezone(timezone.utc)
+            publish_time = publish_time.replace(tzinfo=UTC)
+        publish_time = publish_time.astimezone(UTC)
     return InputMessage(str(message_id), data, dict(attributes), publish_time or utcnow())
 
 

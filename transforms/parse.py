@@ -31,7 +31,9 @@ def decode_payload(msg: InputMessage, max_payload_bytes: int) -> str:
     """The payload as text, or RejectedMessage(stage='decode')."""
     size = len(msg.data)
     if size > max_payload_bytes:
-        raise RejectedMessage("decode", "payload_too_large", f"payload is {size} bytes; the limit is {max_payload_bytes}")
+        raise RejectedMessage(
+            "decode", "payload_too_large", f"payload is {size} bytes; the limit is {max_payload_bytes}"
+        )
     if not msg.data.strip():
         raise RejectedMessage("decode", "empty_payload", "payload is empty")
     try:

@@ -1,10 +1,10 @@
 """Builders for NormalizedLead test data."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from transforms.normalize import NormalizedLead
 
-T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
 
 def lead(unit_id: str, key: str = "phone:+14155550123", source: str = "meta_lead_ads", *,

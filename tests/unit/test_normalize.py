@@ -1,6 +1,6 @@
 """Normalization: E.164 phones (US, UK, India, more), e-mails, names, identity and its dead letters."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -15,7 +15,7 @@ from transforms.normalize import (
 )
 from transforms.parsers.base import RawLead
 
-T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """The records are defined once; BigQuery, Arrow and JSON schemas derived from them agree."""
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import jsonschema
 import pyarrow as pa
@@ -46,7 +46,7 @@ def test_table_specs_partition_and_cluster_on_real_columns():
 
 
 def test_rows_validate_against_their_json_schema():
-    now = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
     row = derive.to_row(records.SourceDailyCounts(
         source_id="meta_lead_ads", event_date=date(2026, 11, 20), events=3, new_leads=1, cross_source=1,
         duplicates=1, replays=0, is_final=True, pane_index=0, computed_at=now))

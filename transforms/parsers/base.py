@@ -12,7 +12,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -121,7 +121,7 @@ def parse_timestamp(value: Any, *, naive_timezone: str = "UTC", field_name: str 
         raise ParseError("invalid_timestamp", f"{field_name}: expected a time, got a boolean")
     if isinstance(value, (int, float)):
         try:
-            return datetime.fromtimestamp(float(value), tz=timezone.utc)
+            return datetime.fromtimestamp(float(value), tz=UTC)
         except (OverflowError, OSError, ValueError):
             raise ParseError("invalid_timestamp", f"{field_name}: Unix time out of range") from None
     if not isinstance(value, str) or not value.strip():
@@ -137,7 +137,19 @@ def parse_timestamp(value: Any, *, naive_timezone: str = "UTC", field_name: str 
         raise ParseError("invalid_timestamp", f"{field_name}: not an ISO 8601 time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=ZoneInfo(naive_timezone))
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. year 1 with a positive offset, year 9999 with a negative one
+        raise ParseError("invalid_timestamp", f"{field_name}: out of range") from None
+
+
+def scalar_text(value: Any) -> str | None:
+    """A JSON scalar as trimmed text (booleans as true/false); containers are not scalars."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return clean(value)
+    return None
 
 
 def clean(value: Any) -> str | None:

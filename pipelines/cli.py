@@ -1,0 +1,48 @@
+"""The ``leadflow`` command.
+
+    leadflow run --input_file=messages.jsonl --output_dir=out/   the lead pipeline (any pipeline option)
+    leadflow generate --messages 100000 --out messages.jsonl     realistic messages + ground truth
+    leadflow summary --input_file=... --output_dir=...           what a bounded run produced
+    leadflow demo                                                the bundled sample, end to end
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    commands = ("run", "generate", "summary", "demo")
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        print(__doc__.strip())
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    command, rest = argv[0], argv[1:]
+    if command == "run":
+        from pipelines import lead_pipeline
+
+        return lead_pipeline.main(rest)
+    if command == "generate":
+        from pipelines import generate
+
+        return generate.main(rest)
+    if command == "demo":
+        from pipelines import demo
+
+        return demo.main(rest)
+    from pipelines.summary import format_summary, summarize
+
+    ap = argparse.ArgumentParser(prog="leadflow summary")
+    ap.add_argument("--input_file", required=True)
+    ap.add_argument("--output_dir", required=True)
+    ap.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = ap.parse_args(rest)
+    s = summarize(args.input_file, args.output_dir)
+    print(json.dumps(s, indent=2) if args.json else format_summary(s))
+    return 0 if s["accounting"]["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Parser for spreadsheet uploads (provider ``csv_upload``): one lead per data row.
+
+The first non-blank row is the header. Header names are matched ignoring case, spaces,
+underscores, hyphens and dots against the aliases in ``ALIASES`` (``E-mail Address`` ->
+``email``); unrecognised columns go to ``extra`` under their header text. The header must name
+a phone or an e-mail column.
+
+Rows: fully blank rows are skipped; ``unit_index`` is the CSV record's position after the
+header (1-based, blank records counted), so a row keeps its index whatever blank rows follow it,
+and indexes may have gaps where blank rows were. Cells beyond the header's width are ignored and
+missing cells are empty; either mismatch sets ``extra["cell_count_mismatch"] = "true"``. A row's
+unreadable ``created`` time does not fail the upload: that row gets ``event_time=None`` and
+``extra["invalid_created_at"] = "true"`` (only ISO 8601 / Unix times are read; naive times use
+``ParseConfig.naive_timezone``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+
+from transforms.parsers.base import ParseConfig, ParseError, RawLead, clean, parse_timestamp
+
+PROVIDER = "csv_upload"
+MAX_ROWS = 50_000
+
+# RawLead field (or "external_id" / "created") -> header aliases, already in canonical form.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "full_name": ("name", "fullname", "leadname", "contactname", "customername"),
+    "first_name": ("firstname", "givenname", "fname"),
+    "last_name": ("lastname", "surname", "familyname", "lname"),
+    "phone": (
+        "phone",
+        "mobile",
+        "phonenumber",
+        "telephone",
+        "tel",
+        "cell",
+        "cellphone",
+        "mobilenumber",
+        "mobilephone",
+        "phoneno",
+        "contactnumber",
+    ),
+    "email": ("email", "emailaddress", "mail"),
+    "country": ("country", "countrycode"),
+    "postal_code": ("zip", "zipcode", "postalcode", "postcode", "pincode"),
+    "city": ("city", "town"),
+    "state": ("state", "region", "province"),
+    "message": ("message", "messages", "notes", "note", "comments", "comment", "inquiry", "enquiry"),
+    "property_address": ("address", "propertyaddress", "streetaddress"),
+    "external_id": ("id", "leadid", "externalid"),
+    "created": ("created", "createdat", "date", "createddate", "createdtime", "timestamp", "submittedat"),
+}
+HEADER_TO_FIELD: dict[str, str] = {alias: name for name, aliases in ALIASES.items() for alias in aliases}
+CONTACT_HEADERS = frozenset(ALIASES["phone"] + ALIASES["email"])
+_IGNORED = re.compile(r"[\s_.\-]+")
+
+
+def canonical_header(name: str) -> str:
+    """A header cell reduced for matching: lower case, no spaces/underscores/hyphens/dots/BOM."""
+    return _IGNORED.sub("", name.replace("\ufeff", "").lower())
+
+
+def _rows(text: str) -> Iterator[tuple[int, list[str]]]:
+    """(record number, cells) for every CSV record; csv errors become ParseError('invalid_csv')."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    number = 0
+    try:
+        for cells in reader:
+            number += 1
+            yield number, cells
+    except csv.Error as e:
+        # The csv message names the problem (e.g. field larger than field limit), never a cell value.
+        raise ParseError("invalid_csv", f"unreadable CSV near line {reader.line_num}: {e}") from None
+
+
+def _is_blank(cells: list[str]) -> bool:
+    return all(not cell.strip() for cell in cells)
+
+
+def _columns(header: list[str]) -> list[tuple[str, str | None]]:
+    """(header text, mapped field or None) per header cell."""
+    return [(cell.strip(), HEADER_TO_FIELD.get(canonical_header(cell))) for cell in header]
+
+
+def _created(value: str | None, config: ParseConfig) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(value, naive_timezone=config.naive_timezone, field_name="created")
+    except (ParseError, OverflowError):
+        return None
+
+
+def _row_lead(
+    columns: list[tuple[str, str | None]], cells: list[str], unit_index: int, config: ParseConfig
+) -> RawLead:
+    fields: dict[str, str] = {}
+    extra: dict[str, str] = {}
+    for (header, target), cell in zip(columns, cells, strict=False):  # ragged rows are allowed
+        value = clean(cell)
+        if value is None:
+            continue
+        if target is not None:
+            fields.setdefault(target, value)
+        elif header:
+            extra.setdefault(header, value)
+    if len(cells) != len(columns):
+        extra["cell_count_mismatch"] = "true"
+    created = fields.pop("created", None)
+    event_time = _created(created, config)
+    if created is not None and event_time is None:
+        extra["invalid_created_at"] = "true"
+    return RawLead(provider=PROVIDER, event_time=event_time, unit_index=unit_index, extra=extra, **fields)
+
+
+def parse(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list[RawLead]:
+    """A CSV upload -> one RawLead per non-blank data row."""
+    columns: list[tuple[str, str | None]] | None = None
+    header_number = 0
+    leads: list[RawLead] = []
+    for number, cells in _rows(text):
+        if _is_blank(cells):
+            continue
+        if columns is None:
+            columns, header_number = _columns(cells), number
+            if not any(target in ("phone", "email") for _, target in columns):
+                raise ParseError("invalid_csv", "the header row names no phone or e-mail column")
+            continue
+        if len(leads) >= MAX_ROWS:
+            raise ParseError("too_many_rows", f"more than {MAX_ROWS} data rows")
+        leads.append(_row_lead(columns, cells, number - header_number, config))
+    if columns is None or not leads:
+        raise ParseError("empty_csv", "the upload has no data rows")
+    return leads

@@ -1,0 +1,78 @@
+"""Parsers for Twilio webhooks: inbound SMS (``twilio_sms``) and inbound calls (``twilio_voice``).
+
+Twilio POSTs ``application/x-www-form-urlencoded`` bodies such as
+``MessageSid=SM...&AccountSid=AC...&From=%2B14155550123&To=%2B14155550199&Body=Hi&FromCity=...``.
+The caller's number (``From``) and the message or call id are required. Twilio's geographic
+hints (``FromCountry``, ``FromState``, ``FromCity``, ``FromZip``) become the lead's location.
+The webhooks carry no timestamp, so ``event_time`` stays None (the publish time is used).
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping
+
+from transforms.parsers.base import ParseConfig, ParseError, RawLead, clean
+
+SMS_PROVIDER = "twilio_sms"
+VOICE_PROVIDER = "twilio_voice"
+MAX_FIELDS = 1000
+
+_LOCATION = {"country": "FromCountry", "state": "FromState", "city": "FromCity", "postal_code": "FromZip"}
+_COMMON_EXTRAS = {"to": "To", "account_sid": "AccountSid", "direction": "Direction"}
+_SMS_EXTRAS = {
+    **_COMMON_EXTRAS,
+    "num_media": "NumMedia",
+    "sms_status": "SmsStatus",
+    "messaging_service_sid": "MessagingServiceSid",
+}
+_VOICE_EXTRAS = {**_COMMON_EXTRAS, "call_status": "CallStatus", "caller_name": "CallerName"}
+
+
+def parse_form(text: str) -> dict[str, str]:
+    """A form-encoded body as {field: first value}; anything else is ParseError('invalid_form')."""
+    body = text.strip()
+    if not body or body[0] in "{[<" or "=" not in body or "\n" in body:
+        raise ParseError("invalid_form", "expected an application/x-www-form-urlencoded body")
+    try:
+        parsed = urllib.parse.parse_qs(
+            body, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FIELDS
+        )
+    except ValueError:
+        raise ParseError("invalid_form", f"form body has more than {MAX_FIELDS} fields") from None
+    if not parsed:
+        raise ParseError("invalid_form", "form body has no fields")
+    return {key: values[0] for key, values in parsed.items()}
+
+
+def _required(form: Mapping[str, str], keys: tuple[str, ...], error_type: str) -> str:
+    for key in keys:
+        value = clean(form.get(key))
+        if value is not None:
+            return value
+    raise ParseError(error_type, f"{' or '.join(keys)}: required")
+
+
+def _lead(provider: str, form: Mapping[str, str], external_id: str, extras: Mapping[str, str]) -> RawLead:
+    phone = _required(form, ("From",), "missing_contact")
+    location = {attr: clean(form.get(key)) for attr, key in _LOCATION.items()}
+    extra = {name: value for name, key in extras.items() if (value := clean(form.get(key))) is not None}
+    return RawLead(
+        provider=provider, external_id=external_id, event_time=None, phone=phone, extra=extra, **location
+    )
+
+
+def parse_sms(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list[RawLead]:
+    """An inbound-SMS webhook -> one RawLead with the SMS body as message."""
+    form = parse_form(text)
+    external_id = _required(form, ("MessageSid", "SmsSid"), "missing_field")
+    lead = _lead(SMS_PROVIDER, form, external_id, _SMS_EXTRAS)
+    lead.message = clean(form.get("Body"))
+    return [lead]
+
+
+def parse_voice(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list[RawLead]:
+    """An inbound-call webhook -> one RawLead (phone and location only)."""
+    form = parse_form(text)
+    external_id = _required(form, ("CallSid",), "missing_field")
+    return [_lead(VOICE_PROVIDER, form, external_id, _VOICE_EXTRAS)]
