@@ -12,13 +12,16 @@ setuptools.setup(
     description="Streaming lead-processing pipeline on Apache Beam",
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["pipelines*", "transforms*", "scoring*", "schemas*", "infra*"]),
-    package_data={"transforms.reference_data": ["*.csv"], "pipelines.samples": ["*.jsonl", "*.json"], "schemas": ["*.sql", "views/*.sql"]},
+    package_data={
+        "transforms.reference_data": ["*.csv"],
+        "pipelines.samples": ["*.jsonl", "*.json"],
+        "schemas": ["*.sql", "views/*.sql"],
+    },
     include_package_data=True,
     install_requires=[
         "apache-beam[gcp]==2.77.0",
         "phonenumbers>=8.13",
         "email-validator>=2.1",
-        "beautifulsoup4>=4.12",
         "jsonschema>=4.20",
         "pyarrow>=14",
     ],

@@ -43,11 +43,9 @@ def summarize(input_file: str, output_dir: str) -> dict[str, Any]:
     per_provider: dict[str, Counter] = {}
     for e in events:
         per_provider.setdefault(e["provider"], Counter())[e["outcome"]] += 1
-    # Each input message (each delivery) must surface as events or dead letters with its id.
-    base_id = lambda unit_id: unit_id.split("#", 1)[0]  # noqa: E731 - CSV rows are '<message_id>#<row>'
-    out_ids = Counter()
-    for row in events + [d for d in dead if d["stage"] != "read"]:
-        out_ids[base_id(row["message_id"])] += 1
+    # Each input message (each delivery) must surface as events or dead letters with its id;
+    # CSV rows carry '<message_id>#<row>'.
+    out_ids = Counter(row["message_id"].split("#", 1)[0] for row in events + [d for d in dead if d["stage"] != "read"])
     unit_rows = Counter(row["message_id"] for row in events + dead)
     missing = sorted(set(input_ids) - set(out_ids))
     unexpected = sorted(set(out_ids) - set(input_ids))

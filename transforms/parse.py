@@ -7,6 +7,7 @@ provider parser chosen by the ``provider`` attribute (or by the payload's shape 
 from __future__ import annotations
 
 import logging
+import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -18,6 +19,7 @@ from transforms.parsers.registry import parse_payload
 from transforms.sources import SourceRegistry
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
+PROGRESS_EVERY = 10_000  # each worker logs its progress every this many messages
 _log = logging.getLogger(__name__)
 
 
@@ -76,12 +78,18 @@ class ParseDoFn(beam.DoFn):
         self.internal_errors = Metrics.counter("parse", "internal_errors")
 
     def setup(self):
+        self.seen = 0
+        self.started = time.monotonic()
         self.config = ParseConfig(
             registry=SourceRegistry.from_csv(self.registry_path), google_ads_key=self.google_ads_key or None
         )
 
     def process(self, msg: InputMessage):
         self.messages.inc()
+        self.seen += 1
+        if self.seen % PROGRESS_EVERY == 0:
+            rate = self.seen / max(time.monotonic() - self.started, 1e-9)
+            _log.info("parsed %d messages in this worker (%.0f messages/s)", self.seen, rate)
         try:
             units = parse_message(msg, self.config, self.max_payload_bytes)
         except RejectedMessage as e:

@@ -1,0 +1,179 @@
+"""The bounded pipeline on the bundled sample: every table written, rows match the record schemas,
+the ground truth and the one-row-per-unit invariant hold, dead letters carry the original payload,
+and no PII reaches the logs."""
+
+import base64
+import hashlib
+import json
+import logging
+import re
+
+import jsonschema
+import pytest
+
+from pipelines import lead_pipeline
+from pipelines.demo import sample_path
+from pipelines.summary import read_table, summarize
+from schemas.derive import json_schema
+from schemas.records import TABLES
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    handler = _Capture()
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.DEBUG)
+    try:
+        lead_pipeline.run([f"--input_file={sample_path()}", f"--output_dir={out}"])
+    finally:
+        logging.getLogger().removeHandler(handler)
+    return out, handler.text()
+
+
+class _Capture(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+    def text(self):
+        return "\n".join(self.lines)
+
+
+def manifest():
+    return json.loads(open(str(sample_path()) + ".manifest.json").read())
+
+
+def test_every_table_is_written_and_rows_match_their_schema(sample_run):
+    out, _ = sample_run
+    for name, spec in TABLES.items():
+        rows = list(read_table(str(out), name))
+        assert rows, f"{name} is empty"
+        schema = json_schema(spec.record)
+        for row in rows:
+            jsonschema.validate(row, schema)
+
+
+def test_ground_truth_and_one_row_per_unit(sample_run):
+    out, _ = sample_run
+    s = summarize(str(sample_path()), str(out))
+    m = manifest()
+    assert s["accounting"]["ok"], s["accounting"]
+    assert s["lead_events"] + s["dead_letters"] == m["units"]
+    assert s["tables"]["leads"] == m["persons"]
+    assert s["lead_events"] == m["lead_events"]
+    assert dict(sorted(s["dead_letter_reasons"].items())) == m["dead_letters"]
+    assert set(s["per_provider"]) == set(m["providers"])  # every provider made it through
+    assert set(s["outcomes"]) == {"new", "duplicate_same_source", "cross_source", "replay"}
+    assert s["outcomes"]["replay"] >= m["replays_generated"]
+
+
+def test_field_contract(sample_run):
+    out, _ = sample_run
+    contract = {
+        "lead_events": {"message_id", "event_id", "lead_id", "outcome", "provider", "source_id", "external_id",
+                        "event_time"},
+        "leads": {"lead_id", "phone_e164", "email", "full_name", "primary_source", "first_seen_at"},
+        "lead_source_history": {"lead_id", "source_id", "provider", "external_id", "is_primary", "received_at"},
+        "dead_letters": {"message_id", "provider", "stage", "error_type", "error_message", "payload", "attributes",
+                         "failed_at"},
+    }
+    for table, fields in contract.items():
+        row = next(read_table(str(out), table))
+        assert fields <= set(row), f"{table} lacks {fields - set(row)}"
+
+
+def test_leads_and_history_agree(sample_run):
+    out, _ = sample_run
+    leads = {r["lead_id"]: r for r in read_table(str(out), "leads")}
+    events = list(read_table(str(out), "lead_events"))
+    history = list(read_table(str(out), "lead_source_history"))
+    assert {e["lead_id"] for e in events} == set(leads)
+    primaries = {h["lead_id"]: h for h in history if h["is_primary"]}
+    assert set(primaries) == set(leads)
+    for lead_id, h in primaries.items():
+        assert leads[lead_id]["primary_source"] == h["source_id"]
+        # the primary is the earliest event time among the person's events
+        earliest = min(e["event_time"] for e in events if e["lead_id"] == lead_id)
+        assert leads[lead_id]["first_seen_at"] == earliest
+    assert len(history) == sum(1 for e in events if e["outcome"] in ("new", "cross_source"))
+    assert len({(h["lead_id"], h["source_id"]) for h in history}) == len(history)
+
+
+def test_dead_letters_carry_the_original_payload(sample_run):
+    out, _ = sample_run
+    originals = {}
+    for line in open(sample_path(), "rb"):
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        data = base64.b64decode(msg["data_base64"]) if "data_base64" in msg else msg.get("data", "").encode()
+        originals[msg["message_id"]] = data
+    dead = list(read_table(str(out), "dead_letters"))
+    for d in dead:
+        assert d["error_message"] and d["stage"] and d["error_type"]
+        if d["stage"] == "read":
+            assert d["payload"] == "this line is not a message {"
+            continue
+        data = originals[d["message_id"].split("#")[0]]
+        assert d["payload_sha256"] == hashlib.sha256(data).hexdigest()
+        assert d["payload_bytes"] == len(data)
+        if d["payload_encoding"] == "base64":
+            assert base64.b64decode(d["payload"]) == data
+        elif d["payload_truncated"]:
+            assert data.decode().startswith(d["payload"]) and len(d["payload"]) < len(data)
+        else:
+            assert d["payload"] == data.decode()
+    kinds = {d["error_type"]: d for d in dead}
+    assert kinds["invalid_utf8"]["payload_encoding"] == "base64"
+    assert kinds["payload_too_large"]["payload_truncated"] is True
+
+
+def test_no_pii_in_logs_or_error_messages(sample_run):
+    out, logs = sample_run
+    leads = list(read_table(str(out), "leads"))
+    secrets = set()
+    for r in leads:
+        secrets |= {r["phone_e164"], r["email"], r["full_name"]} - {None}
+        if r["phone_e164"]:
+            secrets.add(r["phone_e164"][-10:])  # national digits
+    errors = " ".join(d["error_message"] for d in read_table(str(out), "dead_letters"))
+    leaked = [s for s in secrets if s in logs or s in errors]
+    assert not leaked, f"{len(leaked)} PII values in logs or error messages"
+    assert not re.search(r"[\w.+-]+@[\w-]+\.[\w.]+", errors)
+
+
+def test_clear_errors_for_bad_options(capsys):
+    assert lead_pipeline.main(["--input_file=x.jsonl"]) == 2
+    assert "--output_dir is required" in capsys.readouterr().err
+    assert lead_pipeline.main(["--input_file=x.jsonl", "--output_dir=o", "--default_region=XX"]) == 2
+    assert "--default_region" in capsys.readouterr().err
+
+
+def test_google_ads_key_is_enforced_when_configured(tmp_path):
+    from datetime import datetime, timezone
+    from random import Random
+
+    from pipelines.synthetic import random_person, render
+
+    rng = Random(3)
+    lines = []
+    for i, key in enumerate(["right-key", "wrong-key"]):
+        text, attrs = render("google_ads_lead_form", random_person(rng), external_id=f"g{i}",
+                             event_time=datetime(2026, 11, 20, tzinfo=timezone.utc), rng=rng, google_key=key)
+        lines.append(json.dumps({"message_id": f"m{i}", "publish_time": "2026-11-20T00:00:05Z",
+                                 "attributes": attrs, "data": text}))
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    lead_pipeline.run([f"--input_file={src}", f"--output_dir={tmp_path / 'out'}", "--google_ads_key=right-key"])
+    events = list(read_table(str(tmp_path / "out"), "lead_events"))
+    dead = list(read_table(str(tmp_path / "out"), "dead_letters"))
+    assert [e["message_id"] for e in events] == ["m0"]
+    assert [(d["message_id"], d["error_type"]) for d in dead] == [("m1", "invalid_google_key")]
+    assert "right-key" not in dead[0]["error_message"]
