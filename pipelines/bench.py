@@ -103,11 +103,15 @@ def measure_pipeline(input_file: str, extra_args: list[str]) -> dict:
     started = time.perf_counter()
     lead_pipeline.run([f"--input_file={input_file}", f"--output_dir={out}", *extra_args])
     elapsed = time.perf_counter() - started
-    messages = sum(1 for _ in open(input_file, "rb"))
-    counts = {t: sum(1 for _ in open(os.path.join(out, f"{t}.jsonl"))) for t in ("lead_events", "dead_letters",
-                                                                                 "leads")}
+    counts = {t: _count_lines(os.path.join(out, f"{t}.jsonl")) for t in ("lead_events", "dead_letters", "leads")}
+    messages = _count_lines(input_file)
     return {"messages": messages, "seconds": elapsed, "messages_per_s": messages / elapsed, "rows": counts,
             "peak_rss_mb": _peak_rss_mb(), "output_dir": out}
+
+
+def _count_lines(path: str) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
 
 
 def _child(kind: str, input_file: str, extra: list[str]) -> dict:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import re
+from datetime import UTC
 
 import jsonschema
 import pytest
@@ -46,7 +47,8 @@ class _Capture(logging.Handler):
 
 
 def manifest():
-    return json.loads(open(str(sample_path()) + ".manifest.json").read())
+    with open(str(sample_path()) + ".manifest.json") as f:
+        return json.load(f)
 
 
 def test_every_table_is_written_and_rows_match_their_schema(sample_run):
@@ -108,7 +110,9 @@ def test_leads_and_history_agree(sample_run):
 def test_dead_letters_carry_the_original_payload(sample_run):
     out, _ = sample_run
     originals = {}
-    for line in open(sample_path(), "rb"):
+    with open(sample_path(), "rb") as f:
+        lines = f.readlines()
+    for line in lines:
         try:
             msg = json.loads(line)
         except json.JSONDecodeError:
@@ -157,7 +161,7 @@ def test_clear_errors_for_bad_options(capsys):
 
 
 def test_google_ads_key_is_enforced_when_configured(tmp_path):
-    from datetime import datetime, timezone
+    from datetime import datetime
     from random import Random
 
     from pipelines.synthetic import random_person, render
@@ -166,7 +170,7 @@ def test_google_ads_key_is_enforced_when_configured(tmp_path):
     lines = []
     for i, key in enumerate(["right-key", "wrong-key"]):
         text, attrs = render("google_ads_lead_form", random_person(rng), external_id=f"g{i}",
-                             event_time=datetime(2026, 11, 20, tzinfo=timezone.utc), rng=rng, google_key=key)
+                             event_time=datetime(2026, 11, 20, tzinfo=UTC), rng=rng, google_key=key)
         lines.append(json.dumps({"message_id": f"m{i}", "publish_time": "2026-11-20T00:00:05Z",
                                  "attributes": attrs, "data": text}))
     src = tmp_path / "in.jsonl"

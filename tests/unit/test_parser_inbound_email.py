@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 import socket
 import urllib.request
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from pipelines.synthetic import Person
 from pipelines.synthetic_email import PROPERTY_ADDRESSES, SOURCES, render_email
 from transforms.parsers.base import ParseConfig, ParseError, RawLead
 from transforms.parsers.inbound_email import MAX_MESSAGE_CHARS, MAX_PAYLOAD_BYTES, parse
@@ -303,26 +303,14 @@ def test_error_messages_carry_no_pii(config: ParseConfig) -> None:
 # --- synthetic round trip -------------------------------------------------------------------------
 
 
-@dataclass
-class FakePerson:
-    full_name: str
-    first_name: str
-    last_name: str
-    phone: str
-    email: str
-    country: str
-    postal_code: str
-    city: str
-    state: str
-    message: str | None
 
 
 PEOPLE = (
-    FakePerson("Maria Johnson", "Maria", "Johnson", "+12065550123", "maria.j@example.com", "US", "98101",
+    Person("Maria Johnson", "Maria", "Johnson", "+12065550123", "maria.j@example.com", "US", "98101",
                "Seattle", "WA", "Is the garage heated?\nWe have two cars & a <boat>."),
-    FakePerson("Priya Iyer", "Priya", "Iyer", "+919812345678", "priya.iyer@example.in", "IN", "400001",
+    Person("Priya Iyer", "Priya", "Iyer", "+919812345678", "priya.iyer@example.in", "IN", "400001",
                "Mumbai", "Maharashtra", None),
-    FakePerson("Oliver Brown", "Oliver", "Brown", "+447700900123", "oliver@example.co.uk", "GB", "SW1A 1AA",
+    Person("Oliver Brown", "Oliver", "Brown", "+447700900123", "oliver@example.co.uk", "GB", "SW1A 1AA",
                "London", "Greater London", "Looking to buy in the spring."),
 )
 EXPECTED_SOURCE = {
@@ -336,7 +324,7 @@ def digits(value: str | None) -> str:
 
 @pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize("person", PEOPLE, ids=lambda p: p.country)
-def test_render_then_parse_round_trip(source: str, person: FakePerson, config: ParseConfig) -> None:
+def test_render_then_parse_round_trip(source: str, person: Person, config: ParseConfig) -> None:
     when = datetime(2024, 7, 4, 12, 34, 56, 789000, tzinfo=UTC)
     text, attributes = render_email(person, source=source, external_id=f"lead-{source}-42", event_time=when,
                                     rng=random.Random(7))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import random
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipelines.synthetic import Person
 from pipelines.synthetic_email import SOURCES, render_email
 from transforms.parsers.base import ParseConfig, ParseError, RawLead
 from transforms.parsers.inbound_email import MAX_MESSAGE_CHARS, parse
@@ -28,18 +28,6 @@ TEXT_FIELDS = (
 )
 
 
-@dataclass
-class Person:
-    full_name: str
-    first_name: str
-    last_name: str
-    phone: str
-    email: str
-    country: str = "US"
-    postal_code: str = "98101"
-    city: str = "Seattle"
-    state: str = "WA"
-    message: str | None = None
 
 
 def check(text: str, attributes: dict[str, str] | None = None) -> None:
@@ -143,9 +131,8 @@ def rendered_emails() -> st.SearchStrategy[str]:
     names = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=20)
 
     def render(source: str, first: str, last: str, message: str | None, seed: int) -> str:
-        person = Person(
-            f"{first} {last}", first, last, "+12065550100", "someone@example.org", message=message,
-        )
+        person = Person(f"{first} {last}", first, last, "+12065550100", "someone@example.org", "US", "98101",
+                        "Seattle", "WA", message)
         text, _ = render_email(person, source=source, external_id=f"id-{seed}",
                                event_time=datetime(2024, 1, 1, tzinfo=UTC), rng=random.Random(seed))
         return text
@@ -196,7 +183,8 @@ def test_mutated_emails(text: str) -> None:
 @given(st.sampled_from(SOURCES), st.integers(0, 2**32))
 def test_rendered_emails_always_parse(source: str, seed: int) -> None:
     rng = random.Random(seed)
-    person = Person("Ann Lee", "Ann", "Lee", "+12065550100", "ann.lee@example.org", message="Call me.")
+    person = Person("Ann Lee", "Ann", "Lee", "+12065550100", "ann.lee@example.org", "US", "98101", "Seattle", "WA",
+                    "Call me.")
     text, attributes = render_email(person, source=source, external_id=f"e{seed}",
                                     event_time=datetime(2024, 3, 1, 8, 0, tzinfo=UTC), rng=rng)
     [lead] = parse(text, attributes, CONFIG)

@@ -8,11 +8,12 @@ plus a transport ``to`` attribute) and sender addresses (From, Reply-To, Sender)
 the registry rules. A matched source is verified and chooses the body template; anything else gets an
 unverified ``email:<sender domain>`` source and the generic template.
 
-The body is the HTML part when there is one, else the text/plain part. HTML goes through
-the stdlib HTML tokenizer (``html.parser``, the one BeautifulSoup uses) in one streaming pass: scripts, styles, the head, comments and similar are
-dropped, block elements become lines, and nothing the HTML references (images, stylesheets, links)
-is ever fetched. Each template is a small table of label patterns ("Phone:", "Email Address", ...)
-matched against those lines, with the value on the same line or the next one (separate table cells).
+The body is the HTML part when there is one, else the text/plain part. HTML goes through the
+stdlib HTML tokenizer (``html.parser``, the one BeautifulSoup uses) in one streaming pass: scripts,
+styles, the head, comments and similar are dropped, block elements become lines, and nothing the
+HTML references (images, stylesheets, links) is ever fetched. Each template is a small table of
+label patterns ("Phone:", "Email Address", ...) matched against those lines, with the value on the
+same line or the next one (separate table cells).
 
 The parser extracts raw text only; phones and e-mails are normalized by a later stage. A lead with
 no phone and no e-mail is still returned (the normalizer dead-letters it). Error messages never
