@@ -218,10 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--bad_share", type=float, default=0.03)
+    ap.add_argument("--seconds_between", type=float, default=2.0, help="mean publish-time gap between messages")
     ap.add_argument("--no_oversize", action="store_true", help="leave out the 1 MB oversize payloads")
     args = ap.parse_args(argv)
     kinds = tuple(k for k in BAD_KINDS if not (args.no_oversize and k == "oversize"))
-    summary = write(args.out, args.messages, seed=args.seed, bad_share=args.bad_share, bad_kinds=kinds)
+    summary = write(args.out, args.messages, seed=args.seed, bad_share=args.bad_share, bad_kinds=kinds,
+                    seconds_between=args.seconds_between)
     print(json.dumps(summary, indent=2))
     return 0
 

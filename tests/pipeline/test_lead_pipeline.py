@@ -181,3 +181,22 @@ def test_google_ads_key_is_enforced_when_configured(tmp_path):
     assert [e["message_id"] for e in events] == ["m0"]
     assert [(d["message_id"], d["error_type"]) for d in dead] == [("m1", "invalid_google_key")]
     assert "right-key" not in dead[0]["error_message"]
+
+
+def test_daily_source_counts_add_up_from_the_events(sample_run):
+    out, _ = sample_run
+    expected = {}
+    for e in read_table(str(out), "lead_events"):
+        key = (e["source_id"], e["publish_time"][:10])  # the UTC day of the message event timestamp
+        c = expected.setdefault(key, {"events": 0, "new_leads": 0, "cross_source": 0, "duplicates": 0,
+                                      "replays": 0})
+        c["events"] += 1
+        c[{"new": "new_leads", "cross_source": "cross_source", "duplicate_same_source": "duplicates",
+           "replay": "replays"}[e["outcome"]]] += 1
+    rows = list(read_table(str(out), "source_daily_counts"))
+    got = {(r["source_id"], r["event_date"]): {k: r[k] for k in ("events", "new_leads", "cross_source",
+                                                                   "duplicates", "replays")} for r in rows}
+    assert len(rows) == len(got)  # bounded: one final pane per source and day
+    assert all(r["is_final"] and r["pane_index"] == 0 for r in rows)
+    assert got == expected
+    assert len({d for _, d in got}) > 1  # the sample spans more than one day
