@@ -15,6 +15,14 @@ Each input line mirrors a Pub/Sub message::
 
     {"message_id": "...", "publish_time": "2026-11-20T10:00:00Z",
      "attributes": {"provider": "meta_lead_ads"}, "data": "<payload text>"}
+
+Streaming mode (Pub/Sub in; BigQuery, deliveries and dead letters out)::
+
+    python -m pipelines.lead_pipeline --streaming \
+        --input_subscription=projects/P/subscriptions/S --bq_dataset=P:D \
+        --delivery_topic=projects/P/topics/T --dead_letter_topic=projects/P/topics/DL
+
+One graph (``LeadGraph``) serves both modes; only the input and output edges differ.
 """
 
 from __future__ import annotations
@@ -23,17 +31,19 @@ import json
 import logging
 import os
 import sys
+from datetime import UTC
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from pipelines.options import LeadflowOptions
 from schemas.derive import to_row
-from schemas.records import TABLES
+from schemas.records import TABLES, DeadLetter, Lead
 from transforms.daily_counts import DailySourceCounts
 from transforms.dedup import DeduplicatePersons
-from transforms.messages import InputLineError, dead_letter_for_line, message_from_json_line
+from transforms.messages import InputLineError, InputMessage, dead_letter_for_line, message_from_json_line
 from transforms.normalize import NormalizeLeads
 from transforms.parse import ParseMessages
 
@@ -114,24 +124,126 @@ class WriteTablesToFiles(beam.PTransform):
         return beam.pvalue.PDone(next(iter(tables.values())).pipeline)
 
 
-def build_bounded(p: beam.Pipeline, opts: LeadflowOptions) -> dict[str, beam.PCollection]:
-    read = p | "ReadMessages" >> ReadMessagesFromFile(opts.input_file)
-    tables = dict(read.messages | "Leads" >> LeadGraph(opts))
-    tables["dead_letters"] = (tables["dead_letters"], read.dead_letters) | "WithReadDeadLetters" >> beam.Flatten()
+def input_message_from_pubsub(msg: beam.io.PubsubMessage) -> InputMessage:
+    """Beam's PubsubMessage (with attributes, id and publish time) -> InputMessage."""
+    publish_time = msg.publish_time
+    if publish_time is not None:
+        publish_time = (publish_time.replace(tzinfo=UTC) if publish_time.tzinfo is None
+                        else publish_time.astimezone(UTC))
+    return InputMessage(str(msg.message_id), bytes(msg.data or b""), dict(msg.attributes or {}), publish_time)
+
+
+class ReadMessagesFromPubSub(beam.PTransform):
+    def __init__(self, subscription: str, timestamp_attribute: str | None):
+        super().__init__()
+        self.subscription = subscription
+        self.timestamp_attribute = timestamp_attribute
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ReadPubSub" >> beam.io.ReadFromPubSub(
+                subscription=self.subscription, with_attributes=True, timestamp_attribute=self.timestamp_attribute)
+            | "ToInputMessage" >> beam.Map(input_message_from_pubsub)
+        )
+
+
+def delivery_message(lead: Lead) -> beam.io.PubsubMessage:
+    """A new lead as the JSON CRM consumers receive, with filterable attributes; ordered per lead."""
+    attributes = {"lead_id": lead.lead_id, "outcome": "new", "provider": lead.primary_provider,
+                  "source_id": lead.primary_source, "is_test": str(lead.is_test).lower()}
+    return beam.io.PubsubMessage(to_json_line(lead).encode("utf-8"), attributes, ordering_key=lead.lead_id)
+
+
+def dead_letter_message(dead: DeadLetter) -> beam.io.PubsubMessage:
+    attributes = {"stage": dead.stage, "error_type": dead.error_type, "message_id": dead.message_id}
+    if dead.provider:
+        attributes["provider"] = dead.provider
+    return beam.io.PubsubMessage(to_json_line(dead).encode("utf-8"), attributes)
+
+
+class PublishToPubSub(beam.PTransform):
+    """Deliveries of new leads and dead letters to their Pub/Sub topics (either may be absent)."""
+
+    def __init__(self, delivery_topic: str | None, dead_letter_topic: str | None):
+        super().__init__()
+        self.delivery_topic = delivery_topic
+        self.dead_letter_topic = dead_letter_topic
+
+    def expand(self, tables):
+        if self.delivery_topic:
+            (
+                tables["leads"]
+                | "ToDelivery" >> beam.Map(delivery_message)
+                | "PublishDeliveries" >> beam.io.WriteToPubSub(
+                    self.delivery_topic, with_attributes=True, publish_with_ordering_key=True)
+            )
+        if self.dead_letter_topic:
+            (
+                tables["dead_letters"]
+                | "ToDeadLetterMessage" >> beam.Map(dead_letter_message)
+                | "PublishDeadLetters" >> beam.io.WriteToPubSub(self.dead_letter_topic, with_attributes=True)
+            )
+        return beam.pvalue.PDone(tables["leads"].pipeline)
+
+
+class LogSinkFailures(beam.DoFn):
+    """Dead letters that could not even be written to the dead_letters table: counted and logged by id."""
+
+    def __init__(self):
+        self.failed = Metrics.counter("sink", "dead_letters_unwritable")
+
+    def process(self, dead: DeadLetter):
+        self.failed.inc()
+        _log.error("dead letter for message_id=%s could not be written: %s", dead.message_id, dead.error_type)
+
+
+def write_bigquery(tables: dict[str, beam.PCollection], opts: LeadflowOptions) -> beam.PCollection:
+    """Every table to BigQuery; rows BigQuery rejects become dead letters, written to dead_letters too.
+    Returns the sink's dead letters (so they also reach the dead-letter topic)."""
+    from transforms.bigquery_sink import WriteTablesToBigQuery
+
+    rejected = tables | "WriteBigQuery" >> WriteTablesToBigQuery(
+        opts.bq_dataset, backend=opts.bq_backend, method=opts.bq_method)
+    unwritable = {"dead_letters": rejected} | "WriteSinkDeadLetters" >> WriteTablesToBigQuery(
+        opts.bq_dataset, backend=opts.bq_backend, method=opts.bq_method)
+    unwritable | "LogUnwritable" >> beam.ParDo(LogSinkFailures())
+    return rejected
+
+
+def build(p: beam.Pipeline, opts: LeadflowOptions) -> dict[str, beam.PCollection]:
+    """The whole job: input edge -> LeadGraph -> output edges."""
+    if opts.input_file:
+        read = p | "ReadMessages" >> ReadMessagesFromFile(opts.input_file)
+        messages, read_dead = read.messages, [read.dead_letters]
+    else:
+        messages = p | "ReadMessages" >> ReadMessagesFromPubSub(opts.input_subscription, opts.timestamp_attribute)
+        read_dead = []
+    tables = dict(messages | "Leads" >> LeadGraph(opts))
+    if read_dead:
+        tables["dead_letters"] = [tables["dead_letters"], *read_dead] | "WithReadDeadLetters" >> beam.Flatten()
     assert set(tables) == set(TABLES), "every table must be written"
-    tables | "WriteTables" >> WriteTablesToFiles(opts.output_dir)
+    if opts.output_dir:
+        tables | "WriteTables" >> WriteTablesToFiles(opts.output_dir)
+    published = dict(tables)
+    if opts.bq_dataset:
+        rejected = write_bigquery(tables, opts)
+        published["dead_letters"] = (tables["dead_letters"], rejected) | "WithSinkDeadLetters" >> beam.Flatten()
+    if opts.delivery_topic or opts.dead_letter_topic:
+        published | "Publish" >> PublishToPubSub(opts.delivery_topic, opts.dead_letter_topic)
     return tables
 
 
 def run(argv: list[str] | None = None, save_main_session: bool = False) -> beam.runners.runner.PipelineResult:
-    """Parse options, build the graph, run it and wait."""
+    """Parse options, build the graph, run it and wait (a streaming job runs until cancelled)."""
     options = PipelineOptions(argv)
     options.view_as(SetupOptions).save_main_session = save_main_session
     opts = options.view_as(LeadflowOptions)
     opts.validate_leadflow()
-    os.makedirs(opts.output_dir, exist_ok=True)
+    if opts.output_dir:
+        os.makedirs(opts.output_dir, exist_ok=True)
     p = beam.Pipeline(options=options)
-    build_bounded(p, opts)
+    build(p, opts)
     result = p.run()
     result.wait_until_finish()
     return result

@@ -1,21 +1,45 @@
-"""Pipeline options: every setting of the lead pipeline, as a PipelineOptions subclass."""
+"""Pipeline options: every setting of the lead pipeline, as a PipelineOptions subclass.
+
+Input edge: ``--input_file`` (bounded) or ``--input_subscription`` (streaming from Pub/Sub).
+Output edges: ``--output_dir`` (JSONL files, bounded only) and/or ``--bq_dataset`` (BigQuery),
+plus the optional ``--delivery_topic`` and ``--dead_letter_topic`` (Pub/Sub).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 
 import phonenumbers
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from transforms.parse import DEFAULT_MAX_PAYLOAD_BYTES
+
+_SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
+_TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
+_DATASET = re.compile(r"^[A-Za-z0-9-]+[:.][A-Za-z0-9_]+$")
 
 
 class LeadflowOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        g = parser.add_argument_group("Leadflow input/output")
+        g = parser.add_argument_group("Leadflow input")
         g.add_argument("--input_file", help="Bounded mode: JSONL file (glob allowed) of messages.")
+        g.add_argument("--input_subscription",
+                       help="Streaming mode: Pub/Sub subscription projects/P/subscriptions/S to read leads from.")
+        g.add_argument("--timestamp_attribute", default=None,
+                       help="Streaming: message attribute holding the event time (RFC 3339 or ms since epoch); "
+                            "default: the Pub/Sub publish time.")
+        g = parser.add_argument_group("Leadflow output")
         g.add_argument("--output_dir", help="Bounded mode: directory for <table>.jsonl outputs.")
+        g.add_argument("--bq_dataset", help="BigQuery dataset PROJECT:DATASET (or PROJECT.DATASET) for every table.")
+        g.add_argument("--bq_backend", default="beam", choices=("beam", "client"),
+                       help="'beam': Beam's WriteToBigQuery (Dataflow, real BigQuery); 'client': batched "
+                            "insert_rows_json with row ids (the local BigQuery emulator, BIGQUERY_EMULATOR_HOST).")
+        g.add_argument("--bq_method", default="STREAMING_INSERTS", choices=("STREAMING_INSERTS", "STORAGE_WRITE_API"),
+                       help="Write method of the 'beam' backend.")
+        g.add_argument("--delivery_topic", help="Pub/Sub topic projects/P/topics/T for new leads (CRM deliveries).")
+        g.add_argument("--dead_letter_topic", help="Pub/Sub topic projects/P/topics/T for dead letters.")
         g = parser.add_argument_group("Leadflow processing")
         g.add_argument("--default_region", default="US",
                        help="Region for phone numbers without a country code or a payload country (default US).")
@@ -34,7 +58,7 @@ class LeadflowOptions(PipelineOptions):
                             "When set, leads with another key are dead-lettered.")
 
     def validate_leadflow(self) -> None:
-        """Clear errors for option combinations that cannot run."""
+        """Clear errors for option combinations that cannot run; turns streaming on for Pub/Sub input."""
         if self.default_region not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"--default_region={self.default_region!r} is not a region phonenumbers knows "
                              "(use an ISO 3166-1 alpha-2 code such as US, GB, IN)")
@@ -42,7 +66,19 @@ class LeadflowOptions(PipelineOptions):
             raise ValueError("--max_payload_bytes must be positive")
         if self.dedup_ttl_days <= 0 or self.dedup_hold_seconds < 0:
             raise ValueError("--dedup_ttl_days must be positive and --dedup_hold_seconds not negative")
-        if not self.input_file:
-            raise ValueError("--input_file is required (bounded mode)")
-        if not self.output_dir:
-            raise ValueError("--output_dir is required with --input_file")
+        if bool(self.input_file) == bool(self.input_subscription):
+            raise ValueError("give exactly one input: --input_file (bounded) or --input_subscription (streaming)")
+        if self.input_subscription and not _SUBSCRIPTION.match(self.input_subscription):
+            raise ValueError("--input_subscription must look like projects/PROJECT/subscriptions/NAME")
+        for name in ("delivery_topic", "dead_letter_topic"):
+            value = getattr(self, name)
+            if value and not _TOPIC.match(value):
+                raise ValueError(f"--{name} must look like projects/PROJECT/topics/NAME")
+        if self.bq_dataset and not _DATASET.match(self.bq_dataset):
+            raise ValueError("--bq_dataset must look like PROJECT:DATASET or PROJECT.DATASET")
+        if not self.output_dir and not self.bq_dataset:
+            raise ValueError("give an output: --output_dir (files) and/or --bq_dataset (BigQuery)")
+        if self.input_subscription:
+            self.view_as(StandardOptions).streaming = True
+            if self.output_dir:
+                raise ValueError("--output_dir is for bounded runs; stream into --bq_dataset instead")

@@ -155,7 +155,13 @@ def test_no_pii_in_logs_or_error_messages(sample_run):
 
 def test_clear_errors_for_bad_options(capsys):
     assert lead_pipeline.main(["--input_file=x.jsonl"]) == 2
-    assert "--output_dir is required" in capsys.readouterr().err
+    assert "give an output" in capsys.readouterr().err
+    assert lead_pipeline.main(["--output_dir=o"]) == 2
+    assert "exactly one input" in capsys.readouterr().err
+    assert lead_pipeline.main(["--input_subscription=subs/x", "--bq_dataset=p:d"]) == 2
+    assert "projects/PROJECT/subscriptions/NAME" in capsys.readouterr().err
+    assert lead_pipeline.main(["--input_subscription=projects/p/subscriptions/s", "--output_dir=o"]) == 2
+    assert "--output_dir is for bounded runs" in capsys.readouterr().err
     assert lead_pipeline.main(["--input_file=x.jsonl", "--output_dir=o", "--default_region=XX"]) == 2
     assert "--default_region" in capsys.readouterr().err
 
