@@ -4,6 +4,7 @@
     leadflow generate --messages 100000 --out messages.jsonl     realistic messages + ground truth
     leadflow summary --input_file=... --output_dir=...           what a bounded run produced
     leadflow demo                                                the bundled sample, end to end
+    leadflow local up | down | status | env                      the local Pub/Sub + BigQuery stack
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = ("run", "generate", "summary", "demo")
+    commands = ("run", "generate", "summary", "demo", "local")
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(__doc__.strip())
         return 0 if argv and argv[0] in ("-h", "--help") else 2
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines import generate
 
         return generate.main(rest)
+    if command == "local":
+        from infra import local_stack
+
+        return local_stack.main(rest)
     if command == "demo":
         from pipelines import demo
 

@@ -1,0 +1,383 @@
+"""The local GCP stack: ``leadflow local up | down | status``.
+
+``up`` starts the project's Pub/Sub emulator and the BigQuery emulator as background processes,
+creates the topics, subscriptions, dataset and tables the pipeline uses, and prints the
+environment to export. It is idempotent: services already running are reused; a state file whose
+processes died (a crashed run) is reported and cleaned; emulator processes of ours that no state
+file knows about are reported (``down`` stops them). ``down`` stops everything it started.
+
+State lives in ``$LEADFLOW_HOME`` (default ``.local/`` in the current directory): ``stack.json``
+and one log file per service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+PROJECT = "leadflow-local"
+DATASET = "leadflow"
+TOPICS = {
+    "input": "leads-in",
+    "deliveries": "lead-deliveries",
+    "dead_letters": "lead-dead-letters",
+}
+# subscription -> topic key
+SUBSCRIPTIONS = {
+    "leads-in-pipeline": "input",
+    "lead-deliveries-crm": "deliveries",
+    "lead-dead-letters-ops": "dead_letters",
+}
+SERVICE_MODULES = {"pubsub": "infra.pubsub_emulator", "bigquery": "infra.bigquery_emulator"}
+
+
+class StackError(RuntimeError):
+    """Something the user must fix (a port taken by another program, a service that died)."""
+
+
+@dataclass
+class StackConfig:
+    host: str = "127.0.0.1"
+    pubsub_port: int = 8085
+    bigquery_port: int = 9050
+    bigquery_grpc_port: int = 9060
+    project: str = PROJECT
+    dataset: str = DATASET
+    home: Path = field(default_factory=lambda: Path(os.environ.get("LEADFLOW_HOME", ".local")))
+
+    @property
+    def pubsub_host(self) -> str:
+        return f"{self.host}:{self.pubsub_port}"
+
+    @property
+    def bigquery_host(self) -> str:
+        return f"{self.host}:{self.bigquery_port}"
+
+    def topic(self, key: str) -> str:
+        return f"projects/{self.project}/topics/{TOPICS[key]}"
+
+    def subscription(self, name: str) -> str:
+        return f"projects/{self.project}/subscriptions/{name}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PUBSUB_EMULATOR_HOST": self.pubsub_host,
+            "PUBSUB_PROJECT_ID": self.project,
+            "BIGQUERY_EMULATOR_HOST": self.bigquery_host,
+            "LEADFLOW_PROJECT": self.project,
+            "LEADFLOW_BQ_DATASET": f"{self.project}:{self.dataset}",
+        }
+
+    def pipeline_args(self) -> list[str]:
+        return [
+            "--streaming",
+            f"--input_subscription={self.subscription('leads-in-pipeline')}",
+            f"--bq_dataset={self.project}:{self.dataset}",
+            "--bq_backend=client",
+            f"--delivery_topic={self.topic('deliveries')}",
+            f"--dead_letter_topic={self.topic('dead_letters')}",
+        ]
+
+
+@dataclass
+class Service:
+    name: str
+    pid: int
+    port: int
+    log: str
+    started_at: float
+
+
+# --- processes -------------------------------------------------------------------------------------
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        return s.connect_ex((host, port)) == 0
+
+
+STACK_MARKER = "LEADFLOW_STACK_HOME"  # set in the environment of every process a stack starts
+
+
+def our_emulator_processes(cfg: StackConfig) -> dict[int, str]:
+    """pid -> service for every running emulator process started by this stack (its home), via /proc."""
+    marker = f"{STACK_MARKER}={cfg.home.resolve()}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+        except OSError:
+            continue
+        for service, module in SERVICE_MODULES.items():
+            if b"-m" in cmd and module.encode() in cmd and pid_alive(int(entry.name)):
+                found[int(entry.name)] = service
+    return found
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL after ``timeout``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return
+            time.sleep(0.1)
+
+
+# --- state -----------------------------------------------------------------------------------------
+
+
+def state_path(cfg: StackConfig) -> Path:
+    return cfg.home / "stack.json"
+
+
+def load_state(cfg: StackConfig) -> dict[str, Service]:
+    path = state_path(cfg)
+    if not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        return {name: Service(**svc) for name, svc in raw.get("services", {}).items()}
+    except (ValueError, TypeError) as e:
+        raise StackError(f"{path} is unreadable ({e}); remove it after stopping any emulators") from None
+
+
+def save_state(cfg: StackConfig, services: dict[str, Service]) -> None:
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    data = {"config": {"host": cfg.host, "project": cfg.project, "dataset": cfg.dataset},
+            "services": {n: asdict(s) for n, s in services.items()}}
+    tmp = state_path(cfg).with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(state_path(cfg))
+
+
+# --- readiness and resources -----------------------------------------------------------------------
+
+
+def wait_for(check, what: str, proc: subprocess.Popen | None, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"{what} exited with code {proc.returncode}; last log lines:\n{_tail(log)}")
+        try:
+            if check():
+                return
+        except Exception as e:  # not ready yet
+            last_error = e
+        time.sleep(0.25)
+    raise StackError(f"{what} not ready after {timeout:.0f} s ({last_error}); last log lines:\n{_tail(log)}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def pubsub_ready(cfg: StackConfig) -> bool:
+    from google.cloud import pubsub_v1
+
+    os.environ["PUBSUB_EMULATOR_HOST"] = cfg.pubsub_host
+    publisher = pubsub_v1.PublisherClient()
+    list(publisher.list_topics(request={"project": f"projects/{cfg.project}"}, timeout=2))
+    return True
+
+
+def bigquery_ready(cfg: StackConfig) -> bool:
+    from infra.bigquery_emulator import client_for
+
+    list(client_for(cfg.project, cfg.bigquery_host).list_datasets(timeout=2))
+    return True
+
+
+def ensure_pubsub_resources(cfg: StackConfig) -> dict[str, str]:
+    """Topics and subscriptions, created when missing. Returns name -> 'created' | 'exists'."""
+    from google.api_core.exceptions import AlreadyExists
+    from google.cloud import pubsub_v1
+
+    os.environ["PUBSUB_EMULATOR_HOST"] = cfg.pubsub_host
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    report = {}
+    for key in TOPICS:
+        try:
+            publisher.create_topic(request={"name": cfg.topic(key)})
+            report[cfg.topic(key)] = "created"
+        except AlreadyExists:
+            report[cfg.topic(key)] = "exists"
+    for name, key in SUBSCRIPTIONS.items():
+        try:
+            subscriber.create_subscription(request={
+                "name": cfg.subscription(name), "topic": cfg.topic(key), "ack_deadline_seconds": 60,
+                "enable_message_ordering": key == "deliveries"})
+            report[cfg.subscription(name)] = "created"
+        except AlreadyExists:
+            report[cfg.subscription(name)] = "exists"
+    subscriber.close()
+    return report
+
+
+# --- commands --------------------------------------------------------------------------------------
+
+
+def _start(cfg: StackConfig, name: str, args: list[str]) -> tuple[Service, subprocess.Popen]:
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    log = cfg.home / f"{name}.log"
+    with log.open("ab") as out:
+        env = {**os.environ, STACK_MARKER: str(cfg.home.resolve())}
+        proc = subprocess.Popen([sys.executable, "-m", SERVICE_MODULES[name], *args], stdout=out, env=env,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    port = cfg.pubsub_port if name == "pubsub" else cfg.bigquery_port
+    return Service(name, proc.pid, port, str(log), time.time()), proc
+
+
+def up(cfg: StackConfig, out=print) -> dict[str, Service]:
+    services = load_state(cfg)
+    for name, svc in list(services.items()):
+        if not pid_alive(svc.pid):
+            out(f"stale: {name} (pid {svc.pid}) from an earlier run is gone; starting it again")
+            del services[name]
+    known = {s.pid for s in services.values()}
+    strays = {pid: svc for pid, svc in our_emulator_processes(cfg).items() if pid not in known}
+    for pid, svc in strays.items():
+        out(f"warning: a {svc} emulator (pid {pid}) not started by this stack is running; "
+            "'leadflow local down' stops it")
+    plans = {
+        "pubsub": (cfg.pubsub_port, ["--host", cfg.host, "--port", str(cfg.pubsub_port)], pubsub_ready),
+        "bigquery": (cfg.bigquery_port, ["--host", cfg.host, "--port", str(cfg.bigquery_port),
+                                         "--grpc_port", str(cfg.bigquery_grpc_port)], bigquery_ready),
+    }
+    for name, (port, args, ready) in plans.items():
+        if name in services:
+            out(f"{name}: already running (pid {services[name].pid}) on {cfg.host}:{port}")
+            continue
+        if port_open(cfg.host, port):
+            raise StackError(f"port {port} is in use by another program; stop it or choose another port "
+                             f"(leadflow local up --{name}_port N)")
+        started = time.monotonic()
+        svc, proc = _start(cfg, name, args)
+        services[name] = svc
+        save_state(cfg, services)
+        wait_for(lambda ready=ready: ready(cfg), f"{name} emulator", proc, Path(svc.log), timeout=90)
+        out(f"{name}: started (pid {svc.pid}) on {cfg.host}:{port} in {time.monotonic() - started:.1f} s; "
+            f"log {svc.log}")
+    for resource, how in ensure_pubsub_resources(cfg).items():
+        out(f"  {how:>7}  {resource}")
+    from infra.bigquery_emulator import client_for, ensure_dataset_and_tables
+
+    client = client_for(cfg.project, cfg.bigquery_host)
+    tables = ensure_dataset_and_tables(cfg.project, cfg.dataset, client=client)
+    out(f"  bigquery {cfg.project}.{cfg.dataset}: " + ", ".join(str(t) for t in tables))
+    return services
+
+
+def down(cfg: StackConfig, out=print) -> None:
+    services = load_state(cfg)
+    for name, svc in services.items():
+        if pid_alive(svc.pid):
+            stop_pid(svc.pid)
+            out(f"{name}: stopped (pid {svc.pid})")
+        else:
+            out(f"{name}: was not running (stale pid {svc.pid})")
+    for pid, svc in our_emulator_processes(cfg).items():
+        if pid not in {s.pid for s in services.values()}:
+            stop_pid(pid)
+            out(f"{svc}: stopped stray emulator (pid {pid})")
+    if state_path(cfg).exists():
+        state_path(cfg).unlink()
+    if not services:
+        out("nothing was running")
+
+
+def status(cfg: StackConfig, out=print) -> bool:
+    services = load_state(cfg)
+    healthy = bool(services)
+    for name in SERVICE_MODULES:
+        svc = services.get(name)
+        if svc is None:
+            out(f"{name}: not started")
+            healthy = False
+        elif not pid_alive(svc.pid):
+            out(f"{name}: STALE (pid {svc.pid} is gone; run 'leadflow local up' or 'down')")
+            healthy = False
+        else:
+            answering = port_open(cfg.host, svc.port)
+            healthy &= answering
+            out(f"{name}: running (pid {svc.pid}) on {cfg.host}:{svc.port}"
+                f"{'' if answering else ' but NOT answering'}; up {time.time() - svc.started_at:.0f} s")
+    strays = {p: s for p, s in our_emulator_processes(cfg).items() if p not in {v.pid for v in services.values()}}
+    for pid, svc in strays.items():
+        out(f"stray {svc} emulator (pid {pid}) not in the state file")
+    return healthy
+
+
+def print_env(cfg: StackConfig, out=print) -> None:
+    out("\nexport these to use the stack:")
+    for k, v in cfg.env().items():
+        out(f"  export {k}={v}")
+    out("\nrun the streaming pipeline against it:")
+    out("  python -m pipelines.lead_pipeline " + " ".join(cfg.pipeline_args()))
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="leadflow local", description="the local Pub/Sub + BigQuery stack")
+    ap.add_argument("command", choices=("up", "down", "status", "env"))
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--pubsub_port", type=int, default=8085)
+    ap.add_argument("--bigquery_port", type=int, default=9050)
+    ap.add_argument("--bigquery_grpc_port", type=int, default=9060)
+    ap.add_argument("--project", default=PROJECT)
+    ap.add_argument("--dataset", default=DATASET)
+    args = ap.parse_args(argv)
+    cfg = StackConfig(host=args.host, pubsub_port=args.pubsub_port, bigquery_port=args.bigquery_port,
+                      bigquery_grpc_port=args.bigquery_grpc_port, project=args.project, dataset=args.dataset)
+    try:
+        if args.command == "up":
+            up(cfg)
+            print_env(cfg)
+        elif args.command == "down":
+            down(cfg)
+        elif args.command == "env":
+            print_env(cfg)
+        else:
+            return 0 if status(cfg) else 1
+    except StackError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

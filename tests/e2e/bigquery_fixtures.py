@@ -1,0 +1,47 @@
+"""The ``bigquery_emulator`` session fixture: bqemulator on free ports, Leadflow's tables created offline.
+
+Import it into a test module with ``from tests.e2e.bigquery_fixtures import bigquery_emulator  # noqa: F401``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+
+from infra import bigquery_emulator as bqe
+
+PROJECT = "leadflow-test"
+DATASET = "leadflow"
+TIMINGS: dict[str, object] = {}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory):
+    """Start bqemulator in memory, create ``leadflow-test.leadflow``, set BIGQUERY_EMULATOR_HOST; yield host:port."""
+    log_path = str(tmp_path_factory.mktemp("bqemulator") / "bqemulator.log")
+    t0 = time.monotonic()
+    proc = bqe.start(port=free_port(), grpc_port=free_port(), log_path=log_path, ready_timeout=90)
+    TIMINGS["start_s"] = time.monotonic() - t0
+    host_port = proc.host_port
+    previous = os.environ.get(bqe.EMULATOR_HOST_ENV)
+    os.environ[bqe.EMULATOR_HOST_ENV] = host_port
+    try:
+        client = bqe.client_for(PROJECT, host_port)
+        TIMINGS["first_ensure"] = bqe.ensure_dataset_and_tables(PROJECT, DATASET, client=client)
+        client.close()
+        yield host_port
+    finally:
+        if previous is None:
+            os.environ.pop(bqe.EMULATOR_HOST_ENV, None)
+        else:
+            os.environ[bqe.EMULATOR_HOST_ENV] = previous
+        bqe.stop(proc)

@@ -1,0 +1,129 @@
+"""End to end on the local stack: `leadflow local up`, messages published with the official client,
+the streaming pipeline on the DirectRunner, rows found in the BigQuery emulator, deliveries and dead
+letters on their topics, then `leadflow local down`.
+
+The streaming result must equal the bounded run over the same messages: the same number of leads,
+the same outcome counts (order-independent: per person one `new`, one `cross_source` per further
+source, the rest duplicates or replays by id), the same dead letters by reason, and the
+one-row-per-unit invariant.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from infra import local_stack
+from pipelines import generate, lead_pipeline
+from pipelines.demo import count_rows, counted_in_latest_panes, pull_all, sample_messages, wait_accounted
+from pipelines.summary import read_table
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    home = tmp_path_factory.mktemp("stack")
+    cfg = local_stack.StackConfig(pubsub_port=free_port(), bigquery_port=free_port(),
+                                  bigquery_grpc_port=free_port(), home=home)
+    lines = []
+    local_stack.up(cfg, out=lines.append)
+    saved = {k: os.environ.get(k) for k in cfg.env()}
+    os.environ.update(cfg.env())
+    yield cfg, lines
+    local_stack.down(cfg, out=lines.append)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def messages_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("in") / "messages.jsonl"
+    kinds = tuple(k for k in generate.BAD_KINDS if k not in ("not_a_message_line", "oversize"))
+    manifest = generate.write(path, 120, seed=23, bad_share=0.1, bad_kinds=kinds)
+    return path, manifest
+
+
+def test_up_is_idempotent_and_status_reports(stack):
+    cfg, _ = stack
+    again = []
+    local_stack.up(cfg, out=again.append)
+    assert any("already running" in line for line in again)
+    assert any("exists" in line for line in again) and not any("created" in line for line in again)
+    report = []
+    assert local_stack.status(cfg, out=report.append)
+    assert sum("running" in line for line in report) == 2
+
+
+def test_streaming_matches_bounded_and_every_unit_is_accounted(stack, messages_file, tmp_path):
+    cfg, _ = stack
+    path, manifest = messages_file
+    bounded_out = tmp_path / "bounded"
+    lead_pipeline.run([f"--input_file={path}", f"--output_dir={bounded_out}"])
+    bounded_events = list(read_table(str(bounded_out), "lead_events"))
+    bounded_dead = list(read_table(str(bounded_out), "dead_letters"))
+
+    log = (tmp_path / "pipeline.log").open("wb")
+    args = [*cfg.pipeline_args(), "--dedup_hold_seconds=3", "--early_firing_seconds=5"]
+    pipeline = subprocess.Popen([sys.executable, "-m", "pipelines.lead_pipeline", *args], stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, **cfg.env()})
+    try:
+        from google.cloud import pubsub_v1
+
+        from infra.bigquery_emulator import client_for
+
+        publisher = pubsub_v1.PublisherClient()
+        futures = [publisher.publish(cfg.topic("input"), data, **attrs) for data, attrs in sample_messages(path)]
+        assert len({f.result(timeout=30) for f in futures}) == manifest["messages"]
+        client = client_for(cfg.project, cfg.bigquery_host)
+        dataset = f"{cfg.project}.{cfg.dataset}"
+        wait_accounted(client, dataset, manifest["units"], pipeline, timeout=300)
+        time.sleep(5)  # anything extra (a duplicate) would show up now
+        counts = count_rows(client, dataset)
+        assert counts["lead_events"] + counts["dead_letters"] == manifest["units"]
+        assert counts["lead_events"] == len(bounded_events)
+        assert counts["leads"] == manifest["persons"]
+        outcomes = {r["outcome"]: r["n"] for r in client.query(
+            f"SELECT outcome, COUNT(*) AS n FROM `{dataset}.lead_events` GROUP BY outcome").result()}
+        assert outcomes == dict(Counter(e["outcome"] for e in bounded_events))
+        reasons = {f"{r['stage']}/{r['error_type']}": r["n"] for r in client.query(
+            f"SELECT stage, error_type, COUNT(*) AS n FROM `{dataset}.dead_letters` GROUP BY 1, 2").result()}
+        assert reasons == dict(Counter(f"{d['stage']}/{d['error_type']}" for d in bounded_dead))
+        distinct = next(iter(client.query(
+            f"SELECT COUNT(DISTINCT event_id) AS n FROM `{dataset}.lead_events`").result()))["n"]
+        assert distinct == counts["lead_events"]
+        assert counts["lead_source_history"] == outcomes.get("new", 0) + outcomes.get("cross_source", 0)
+        deadline = time.monotonic() + 45  # daily counts: the newest pane per (source, day) adds up to all events
+        while counted_in_latest_panes(client, dataset) < counts["lead_events"] and time.monotonic() < deadline:
+            time.sleep(2)
+        assert counted_in_latest_panes(client, dataset) == counts["lead_events"]
+
+        deliveries = pull_all(cfg.subscription("lead-deliveries-crm"))
+        assert len(deliveries) == counts["leads"]
+        first = deliveries[0].message
+        assert json.loads(first.data)["lead_id"] == first.attributes["lead_id"] == first.ordering_key
+        assert first.attributes["outcome"] == "new" and first.attributes["provider"]
+        dead = pull_all(cfg.subscription("lead-dead-letters-ops"), max_wait=3)
+        assert len(dead) == counts["dead_letters"]
+        assert all(m.message.attributes["stage"] and m.message.attributes["error_type"] for m in dead)
+    finally:
+        pipeline.terminate()
+        try:
+            pipeline.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pipeline.kill()
+        log.close()
