@@ -34,8 +34,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check . || true
 
+# Bounded throughput and memory beside the plain-loop reference, then streaming latency on the local stack.
 bench: $(STAMP)
 	$(BIN)/python -m pipelines.bench
+	$(BIN)/python -m pipelines.stream_bench
 
 # Re-resolve every dependency together (one resolver run) after editing requirements.in.
 lock:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import urllib.parse
 from datetime import UTC, datetime
 
@@ -668,15 +667,7 @@ def test_registry_covers_every_provider_in_the_source_registry():
     assert {s.provider for s in REGISTRY.sources.values()} == set(PARSERS)
 
 
-def test_inbound_email_missing_module_is_a_parse_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "transforms.parsers.inbound_email", None)  # as if not installed
-    with pytest.raises(ParseError) as info:
-        PARSERS["inbound_email"](EMAIL_TEXT, {}, CONFIG)
-    assert info.value.error_type == "parser_unavailable"
-
-
-def test_inbound_email_is_dispatched_lazily():
-    pytest.importorskip("transforms.parsers.inbound_email")
+def test_inbound_email_is_detected_and_dispatched():
     provider, leads = parse_payload(EMAIL_TEXT, {}, CONFIG)
     assert provider == "inbound_email" and all(isinstance(lead, RawLead) for lead in leads)
 
@@ -784,8 +775,9 @@ def test_renderers_are_deterministic():
 
 
 def test_random_people_are_valid_and_varied():
-    zipcodes = pytest.importorskip("zipcodes")
-    email_validator = pytest.importorskip("email_validator")
+    import email_validator
+    import zipcodes
+
     rng = random.Random(2026)
     people = [random_person(rng) for _ in range(300)]
     assert {p.country for p in people} == {"US", "GB", "IN"}

@@ -14,24 +14,20 @@ import re
 import urllib.parse
 from collections.abc import Iterator, Mapping
 
-from transforms.parsers import api, csv_upload, google_ads_lead_form, knowlarity_call, meta_lead_ads, twilio
+from transforms.parsers import (
+    api,
+    csv_upload,
+    google_ads_lead_form,
+    inbound_email,
+    knowlarity_call,
+    meta_lead_ads,
+    twilio,
+)
 from transforms.parsers.base import ParseConfig, ParseError, Parser, RawLead, clean, load_json_object
 
-INBOUND_EMAIL = "inbound_email"
-_INBOUND_EMAIL_MODULE = "transforms.parsers.inbound_email"
+INBOUND_EMAIL = inbound_email.PROVIDER
 # Only this much of a payload is looked at to recognise e-mail headers or a CSV header row.
 _SNIFF_CHARS = 65_536
-
-
-def _inbound_email(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list[RawLead]:
-    """The inbound e-mail parser, imported on first use (it lives in its own module)."""
-    try:
-        from transforms.parsers.inbound_email import parse
-    except ModuleNotFoundError as e:
-        if e.name != _INBOUND_EMAIL_MODULE:
-            raise
-        raise ParseError("parser_unavailable", "the inbound_email parser is not installed") from None
-    return parse(text, attributes, config)
 
 
 PARSERS: dict[str, Parser] = {
@@ -42,7 +38,7 @@ PARSERS: dict[str, Parser] = {
     twilio.VOICE_PROVIDER: twilio.parse_voice,
     api.PROVIDER: api.parse,
     csv_upload.PROVIDER: csv_upload.parse,
-    INBOUND_EMAIL: _inbound_email,
+    INBOUND_EMAIL: inbound_email.parse,
 }
 
 _JSON_MARKERS = ('"field_data"', '"entry"', '"user_column_data"', '"uuid"', '"external_id"')
