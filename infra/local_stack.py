@@ -292,7 +292,13 @@ def up(cfg: StackConfig, out=print) -> dict[str, Service]:
         svc, proc = _start(cfg, name, args)
         services[name] = svc
         save_state(cfg, services)
-        wait_for(lambda ready=ready: ready(cfg), f"{name} emulator", proc, Path(svc.log), timeout=90)
+        try:
+            wait_for(lambda ready=ready: ready(cfg), f"{name} emulator", proc, Path(svc.log), timeout=90)
+        except StackError:
+            stop_pid(svc.pid)  # never leave a half-started service behind
+            del services[name]
+            save_state(cfg, services)
+            raise
         out(f"{name}: started (pid {svc.pid}) on {cfg.host}:{port} in {time.monotonic() - started:.1f} s; "
             f"log {svc.log}")
     for resource, how in ensure_pubsub_resources(cfg).items():

@@ -127,3 +127,24 @@ def test_streaming_matches_bounded_and_every_unit_is_accounted(stack, messages_f
         except subprocess.TimeoutExpired:
             pipeline.kill()
         log.close()
+
+
+def test_a_crashed_service_is_reported_and_restarted(stack):
+    """Runs last in this module: it kills the Pub/Sub emulator the way a crash would."""
+    import signal
+
+    cfg, _ = stack
+    pid = local_stack.load_state(cfg)["pubsub"].pid
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while local_stack.pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    report = []
+    assert not local_stack.status(cfg, out=report.append)
+    assert any(line.startswith("pubsub: STALE") for line in report)
+    lines = []
+    local_stack.up(cfg, out=lines.append)
+    assert any(line.startswith("stale: pubsub") for line in lines)
+    assert any(line.startswith("pubsub: started") for line in lines)
+    assert any("created" in line and "leads-in" in line for line in lines)  # the in-memory topics came back
+    assert local_stack.status(cfg, out=lambda _: None)
