@@ -45,6 +45,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from infra.processes import stop_process
+
 _log = logging.getLogger(__name__)
 
 EMULATOR_HOST_ENV = "BIGQUERY_EMULATOR_HOST"
@@ -175,13 +177,7 @@ def wait_ready(host_port: str, timeout: float = 60, *, proc: subprocess.Popen | 
 
 def stop(proc: subprocess.Popen, timeout: float = 10) -> int | None:
     """Stop the emulator: SIGTERM, then SIGKILL after ``timeout`` seconds. Returns the exit code."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+    stop_process(proc, timeout)
     log = getattr(proc, "_leadflow_log", None)
     if log is not None:
         log.close()

@@ -24,6 +24,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from infra.processes import stop_process
 from pipelines.summary import format_summary, summarize
 
 # Shortened so the demo does not wait a minute: the dedup hold and the daily-count early panes.
@@ -221,12 +222,8 @@ def run_streaming(input_file: Path, timeout: float) -> int:
                   f"units {counts['lead_events'] + counts['dead_letters']}/{expected_units}")
         return 0 if ok else 1
     finally:
-        if pipeline is not None and pipeline.poll() is None:
-            pipeline.terminate()
-            try:
-                pipeline.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pipeline.kill()
+        if pipeline is not None:
+            stop_process(pipeline)
         if not already_up:
             print("[5/5] stopping the local stack", flush=True)
             local_stack.down(cfg, out=lambda line: print("      " + line, flush=True))

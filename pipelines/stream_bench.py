@@ -20,23 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from infra.processes import free_port, stop_process
 from pipelines import generate
 from pipelines.demo import sample_messages
 
 BENCH_DIR = Path(".bench")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -168,11 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             if not r["sustained"]:
                 break
     finally:
-        pipeline.terminate()
-        try:
-            pipeline.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pipeline.kill()
+        stop_process(pipeline)
         log.close()
         local_stack.down(cfg, out=lambda line: None)
     sustained = [r["rate"] for r in results if r["sustained"]]

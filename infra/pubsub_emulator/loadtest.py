@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -21,15 +20,10 @@ import time
 import uuid
 from pathlib import Path
 
+from infra.processes import free_port, stop_process
 from infra.pubsub_emulator.server import wait_ready
 
 PROJECT = "loadtest"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(address: str, messages: int, size: int, batch: int) -> dict:
@@ -121,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     proc = None
     address = args.address
     if address is None:
-        address = f"127.0.0.1:{_free_port()}"
+        address = f"127.0.0.1:{free_port()}"
         host, port = address.split(":")
         proc = subprocess.Popen(
             [sys.executable, "-m", "infra.pubsub_emulator", "--host", host, "--port", port, "--log-level", "WARNING"],
@@ -132,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(address, args.messages, args.size, args.batch)
     finally:
         if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=10)
+            stop_process(proc, timeout=10)
 
     rows = [
         ("publish (batched)", result["publish_msgs_per_s"], result["publish_s"]),

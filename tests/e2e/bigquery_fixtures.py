@@ -6,22 +6,16 @@ Import it into a test module with ``from tests.e2e.bigquery_fixtures import bigq
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import pytest
 
 from infra import bigquery_emulator as bqe
+from infra.processes import free_port
 
 PROJECT = "leadflow-test"
 DATASET = "leadflow"
 TIMINGS: dict[str, object] = {}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from infra.processes import stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -41,9 +43,4 @@ def pubsub_emulator() -> Iterator[str]:
                 mp.setenv("PUBSUB_EMULATOR_HOST", address)
                 yield address
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout=10)

@@ -10,7 +10,6 @@ one-row-per-unit invariant.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +18,12 @@ from collections import Counter
 import pytest
 
 from infra import local_stack
+from infra.processes import free_port, stop_process
 from pipelines import generate, lead_pipeline
 from pipelines.demo import count_rows, counted_in_latest_panes, pull_all, sample_messages, wait_accounted
 from pipelines.summary import read_table
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -121,11 +115,7 @@ def test_streaming_matches_bounded_and_every_unit_is_accounted(stack, messages_f
         assert len(dead) == counts["dead_letters"]
         assert all(m.message.attributes["stage"] and m.message.attributes["error_type"] for m in dead)
     finally:
-        pipeline.terminate()
-        try:
-            pipeline.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pipeline.kill()
+        stop_process(pipeline)
         log.close()
 
 
@@ -139,12 +129,14 @@ def test_a_crashed_service_is_reported_and_restarted(stack):
     deadline = time.monotonic() + 10
     while local_stack.pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert not local_stack.pid_alive(pid), "the killed emulator is still alive"
     report = []
-    assert not local_stack.status(cfg, out=report.append)
-    assert any(line.startswith("pubsub: STALE") for line in report)
+    assert not local_stack.status(cfg, out=report.append), report
+    assert any(line.startswith("pubsub: STALE") for line in report), report
     lines = []
     local_stack.up(cfg, out=lines.append)
-    assert any(line.startswith("stale: pubsub") for line in lines)
-    assert any(line.startswith("pubsub: started") for line in lines)
-    assert any("created" in line and "leads-in" in line for line in lines)  # the in-memory topics came back
-    assert local_stack.status(cfg, out=lambda _: None)
+    assert any(line.startswith("stale: pubsub") for line in lines), lines
+    assert any(line.startswith("pubsub: started") for line in lines), lines
+    assert any("created" in line and "leads-in" in line for line in lines), lines  # the in-memory topics came back
+    final = []
+    assert local_stack.status(cfg, out=final.append), final
