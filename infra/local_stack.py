@@ -341,7 +341,7 @@ def status(cfg: StackConfig, out=print) -> bool:
             out(f"{name}: STALE (pid {svc.pid} is gone; run 'leadflow local up' or 'down')")
             healthy = False
         else:
-            answering = port_open(cfg.host, svc.port)
+            answering = port_open(cfg.host, svc.port, timeout=2.0)
             healthy &= answering
             out(f"{name}: running (pid {svc.pid}) on {cfg.host}:{svc.port}"
                 f"{'' if answering else ' but NOT answering'}; up {time.time() - svc.started_at:.0f} s")
