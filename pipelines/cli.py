@@ -5,6 +5,7 @@
     leadflow summary --input_file=... --output_dir=...           what a bounded run produced
     leadflow demo                                                the bundled sample, end to end
     leadflow local up | down | status | env                      the local Pub/Sub + BigQuery stack
+    leadflow train --parquet history.parquet                     train the LightGBM scorer (or --from_bigquery T)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = ("run", "generate", "summary", "demo", "local")
+    commands = ("run", "generate", "summary", "demo", "local", "train")
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(__doc__.strip())
         return 0 if argv and argv[0] in ("-h", "--help") else 2
@@ -29,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines import generate
 
         return generate.main(rest)
+    if command == "train":
+        from scoring import train
+
+        return train.main(rest)
     if command == "local":
         from infra import local_stack
 
