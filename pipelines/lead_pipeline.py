@@ -2,7 +2,8 @@
 
 Reads inbound lead messages from many providers, parses each with its provider's parser,
 normalizes phones (E.164), e-mails and names, recognises the same person across providers with a
-stateful per-person DoFn, counts events per source and day, and writes one table per record:
+stateful per-person DoFn, scores each new lead (LightGBM via BentoML or in-process, with a rule-based
+fallback), counts events per source and day, and writes one table per record:
 ``leads``, ``lead_events``, ``lead_source_history``, ``dead_letters``, ``source_daily_counts``.
 Every input unit (a message, or a row of a CSV upload) ends as exactly one ``lead_events`` row or
 one ``dead_letters`` row.
@@ -46,6 +47,7 @@ from transforms.dedup import DeduplicatePersons
 from transforms.messages import InputLineError, InputMessage, dead_letter_for_line, message_from_json_line
 from transforms.normalize import NormalizeLeads
 from transforms.parse import ParseMessages
+from transforms.score import ScoreLeads
 
 _log = logging.getLogger(__name__)
 
@@ -64,8 +66,13 @@ class LeadGraph(beam.PTransform):
         deduped = normalized.leads | "Dedup" >> DeduplicatePersons(o.dedup_hold_seconds, o.dedup_ttl_days)
         counts = deduped.events | "DailySourceCounts" >> DailySourceCounts(o.early_firing_seconds)
         dead_letters = (parsed.dead_letters, normalized.dead_letters) | "AllDeadLetters" >> beam.Flatten()
+        leads = deduped.leads
+        if o.scorer != "none":
+            leads = leads | "Score" >> ScoreLeads(
+                o.scorer, url=o.scorer_url, model_tag=o.scorer_model, model_store=o.scorer_model_store,
+                hot=o.hot_threshold, warm=o.warm_threshold, retries=o.scorer_retries)
         return {
-            "leads": deduped.leads,
+            "leads": leads,
             "lead_events": deduped.events,
             "lead_source_history": deduped.history,
             "dead_letters": dead_letters,
@@ -152,6 +159,8 @@ def delivery_message(lead: Lead) -> beam.io.PubsubMessage:
     """A new lead as the JSON CRM consumers receive, with filterable attributes; ordered per lead."""
     attributes = {"lead_id": lead.lead_id, "outcome": "new", "provider": lead.primary_provider,
                   "source_id": lead.primary_source, "is_test": str(lead.is_test).lower()}
+    if lead.priority_tier is not None:
+        attributes.update(priority=lead.priority_tier, score=f"{lead.score:.4f}", score_source=lead.score_source)
     return beam.io.PubsubMessage(to_json_line(lead).encode("utf-8"), attributes, ordering_key=lead.lead_id)
 
 

@@ -40,6 +40,20 @@ class LeadflowOptions(PipelineOptions):
                        help="Write method of the 'beam' backend.")
         g.add_argument("--delivery_topic", help="Pub/Sub topic projects/P/topics/T for new leads (CRM deliveries).")
         g.add_argument("--dead_letter_topic", help="Pub/Sub topic projects/P/topics/T for dead letters.")
+        g = parser.add_argument_group("Leadflow scoring")
+        g.add_argument("--scorer", default="none", choices=("none", "inprocess", "bentoml"),
+                       help="'bentoml': the BentoML scorer over HTTP (--scorer_url); 'inprocess': the LightGBM "
+                            "model from the BentoML store in the worker; 'none': leads are not scored.")
+        g.add_argument("--scorer_url", default=os.environ.get("LEADFLOW_SCORER_URL"),
+                       help="BentoML scorer base URL (default $LEADFLOW_SCORER_URL); the bearer token comes from "
+                            "$LEADFLOW_SCORER_TOKEN.")
+        g.add_argument("--scorer_retries", type=int, default=3,
+                       help="Retries of a failed scorer request before the fallback score is used (default 3).")
+        g.add_argument("--scorer_model", default="lead_scorer:latest", help="Model tag for --scorer=inprocess.")
+        g.add_argument("--scorer_model_store", default=None,
+                       help="BentoML model store directory for --scorer=inprocess (default: $BENTOML_HOME/models).")
+        g.add_argument("--hot_threshold", type=float, default=0.6, help="Score at or above which a lead is hot.")
+        g.add_argument("--warm_threshold", type=float, default=0.3, help="Score at or above which a lead is warm.")
         g = parser.add_argument_group("Leadflow processing")
         g.add_argument("--default_region", default="US",
                        help="Region for phone numbers without a country code or a payload country (default US).")
@@ -66,6 +80,10 @@ class LeadflowOptions(PipelineOptions):
             raise ValueError("--max_payload_bytes must be positive")
         if self.dedup_ttl_days <= 0 or self.dedup_hold_seconds < 0:
             raise ValueError("--dedup_ttl_days must be positive and --dedup_hold_seconds not negative")
+        if not 0.0 <= self.warm_threshold <= self.hot_threshold <= 1.0:
+            raise ValueError("tier thresholds need 0 <= --warm_threshold <= --hot_threshold <= 1")
+        if self.scorer == "bentoml" and not self.scorer_url:
+            raise ValueError("--scorer=bentoml needs --scorer_url (or LEADFLOW_SCORER_URL)")
         if bool(self.input_file) == bool(self.input_subscription):
             raise ValueError("give exactly one input: --input_file (bounded) or --input_subscription (streaming)")
         if self.input_subscription and not _SUBSCRIPTION.match(self.input_subscription):

@@ -70,6 +70,13 @@ class Lead:
     first_seen_at: datetime = doc("Event time of the first sighting (UTC).")
     is_test: bool = doc("True for provider test leads (e.g. Google Ads is_test).")
     processed_at: datetime = doc("When the pipeline wrote this row (UTC).")
+    score: float | None = doc("Conversion score 0-1 at first sighting; null when the run has no scorer.",
+                              default=None)
+    score_source: str | None = doc("'model' (LightGBM) or 'fallback' (rule-based, the scorer failed).",
+                                   default=None)
+    model_version: str | None = doc("Model tag that scored the lead (null for fallback scores).", default=None)
+    priority_tier: str | None = doc("hot | warm | cold, from the score and the configured thresholds.",
+                                    default=None)
 
 
 @dataclass
