@@ -2,7 +2,7 @@
 scored in-process and through a real `bentoml serve`; the scorer down, or refusing the token, gives
 fallback scores and loses no lead."""
 
-# ruff: noqa: F811 - fixtures imported from a sibling module are requested by parameter name
+
 from __future__ import annotations
 
 import numpy as np
