@@ -34,10 +34,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check . || true
 
-# Bounded throughput and memory beside the plain-loop reference, then streaming latency on the local stack.
+# Bounded throughput and memory beside the plain-loop reference, streaming latency on the local stack,
+# and the scorer over HTTP beside the in-process model.
 bench: $(STAMP)
 	$(BIN)/python -m pipelines.bench
 	$(BIN)/python -m pipelines.stream_bench
+	$(BIN)/python -m scoring.bench
 
 # Re-resolve every dependency together (one resolver run) after editing requirements.in.
 lock:

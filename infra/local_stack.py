@@ -1,6 +1,7 @@
 """The local GCP stack: ``leadflow local up | down | status``.
 
-``up`` starts the project's Pub/Sub emulator and the BigQuery emulator as background processes,
+``up`` starts the project's Pub/Sub emulator, the BigQuery emulator and the BentoML scorer (with a
+model trained on generated history when the store has none) as background processes,
 creates the topics, subscriptions, dataset and tables the pipeline uses, and prints the
 environment to export. It is idempotent: services already running are reused; a state file whose
 processes died (a crashed run) is reported and cleaned; emulator processes of ours that no state
@@ -12,6 +13,7 @@ and one log file per service.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -35,7 +37,10 @@ SUBSCRIPTIONS = {
     "lead-deliveries-crm": "deliveries",
     "lead-dead-letters-ops": "dead_letters",
 }
-SERVICE_MODULES = {"pubsub": "infra.pubsub_emulator", "bigquery": "infra.bigquery_emulator"}
+SERVICE_MODULES = {"pubsub": "infra.pubsub_emulator", "bigquery": "infra.bigquery_emulator", "scorer": "bentoml"}
+SCORER_SERVICE = "scoring.service:LeadScorer"
+SCORER_MODEL = "lead_scorer:latest"
+SCORER_TRAINING_ROWS = 5000  # generated history for the local model when the store has none
 
 
 class StackError(RuntimeError):
@@ -48,6 +53,8 @@ class StackConfig:
     pubsub_port: int = 8085
     bigquery_port: int = 9050
     bigquery_grpc_port: int = 9060
+    scorer_port: int = 3000
+    scorer: bool = True
     project: str = PROJECT
     dataset: str = DATASET
     home: Path = field(default_factory=lambda: Path(os.environ.get("LEADFLOW_HOME", ".local")))
@@ -60,6 +67,14 @@ class StackConfig:
     def bigquery_host(self) -> str:
         return f"{self.host}:{self.bigquery_port}"
 
+    @property
+    def scorer_url(self) -> str:
+        return f"http://{self.host}:{self.scorer_port}"
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.home / "bentoml"
+
     def topic(self, key: str) -> str:
         return f"projects/{self.project}/topics/{TOPICS[key]}"
 
@@ -67,13 +82,16 @@ class StackConfig:
         return f"projects/{self.project}/subscriptions/{name}"
 
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             "PUBSUB_EMULATOR_HOST": self.pubsub_host,
             "PUBSUB_PROJECT_ID": self.project,
             "BIGQUERY_EMULATOR_HOST": self.bigquery_host,
             "LEADFLOW_PROJECT": self.project,
             "LEADFLOW_BQ_DATASET": f"{self.project}:{self.dataset}",
         }
+        if self.scorer:
+            env.update(LEADFLOW_SCORER_URL=self.scorer_url, BENTOML_HOME=str(self.bentoml_home.resolve()))
+        return env
 
     def pipeline_args(self) -> list[str]:
         return [
@@ -83,6 +101,7 @@ class StackConfig:
             "--bq_backend=client",
             f"--delivery_topic={self.topic('deliveries')}",
             f"--dead_letter_topic={self.topic('dead_letters')}",
+            *(["--scorer=bentoml", f"--scorer_url={self.scorer_url}"] if self.scorer else []),
         ]
 
 
@@ -141,20 +160,25 @@ def our_emulator_processes(cfg: StackConfig) -> dict[int, str]:
 
 
 def stop_pid(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL after ``timeout``."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not pid_alive(pid):
-                return
-            time.sleep(0.1)
+    """SIGTERM the process, its process group and every descendant (bentoml workers start their own
+    sessions); SIGKILL whatever is left after ``timeout``."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)  # each service leads its own session
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=timeout)
 
 
 # --- state -----------------------------------------------------------------------------------------
@@ -218,6 +242,33 @@ def pubsub_ready(cfg: StackConfig) -> bool:
     return True
 
 
+def scorer_ready(cfg: StackConfig) -> bool:
+    import urllib.request
+
+    with urllib.request.urlopen(cfg.scorer_url + "/readyz", timeout=2) as resp:
+        return resp.status == 200
+
+
+def ensure_scorer_model(cfg: StackConfig, out=print) -> str:
+    """The scorer's model in the stack's BentoML store; trained on generated history when there is none."""
+    from scoring import model_store
+
+    home = str(cfg.bentoml_home.resolve())
+    try:
+        return model_store.model_tag(SCORER_MODEL, bentoml_home=home)
+    except Exception:  # no model yet: train one, so the stack scores out of the box
+        pass
+    from scoring import history, train
+
+    started = time.monotonic()
+    result = train.train(history.generate_history(SCORER_TRAINING_ROWS, seed=1))
+    tag = train.save(result, cfg.home / "model", bentoml_home=home)
+    out(f"  scorer model: trained {tag} on {SCORER_TRAINING_ROWS} generated history rows in "
+        f"{time.monotonic() - started:.0f} s (valid AUC {result.metrics['valid_auc']:.3f}); "
+        "retrain with 'leadflow train'")
+    return str(tag)
+
+
 def bigquery_ready(cfg: StackConfig) -> bool:
     from infra.bigquery_emulator import client_for
 
@@ -258,10 +309,11 @@ def _start(cfg: StackConfig, name: str, args: list[str]) -> tuple[Service, subpr
     cfg.home.mkdir(parents=True, exist_ok=True)
     log = cfg.home / f"{name}.log"
     with log.open("ab") as out:
-        env = {**os.environ, STACK_MARKER: str(cfg.home.resolve())}
+        env = {**os.environ, STACK_MARKER: str(cfg.home.resolve()), "BENTOML_DO_NOT_TRACK": "true",
+               "BENTOML_HOME": str(cfg.bentoml_home.resolve())}
         proc = subprocess.Popen([sys.executable, "-m", SERVICE_MODULES[name], *args], stdout=out, env=env,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    port = cfg.pubsub_port if name == "pubsub" else cfg.bigquery_port
+    port = {"pubsub": cfg.pubsub_port, "bigquery": cfg.bigquery_port, "scorer": cfg.scorer_port}[name]
     return Service(name, proc.pid, port, str(log), time.time()), proc
 
 
@@ -281,6 +333,9 @@ def up(cfg: StackConfig, out=print) -> dict[str, Service]:
         "bigquery": (cfg.bigquery_port, ["--host", cfg.host, "--port", str(cfg.bigquery_port),
                                          "--grpc_port", str(cfg.bigquery_grpc_port)], bigquery_ready),
     }
+    if cfg.scorer:
+        plans["scorer"] = (cfg.scorer_port, ["serve", SCORER_SERVICE, "--host", cfg.host, "--port",
+                                             str(cfg.scorer_port)], scorer_ready)
     for name, (port, args, ready) in plans.items():
         if name in services:
             out(f"{name}: already running (pid {services[name].pid}) on {cfg.host}:{port}")
@@ -288,6 +343,9 @@ def up(cfg: StackConfig, out=print) -> dict[str, Service]:
         if port_open(cfg.host, port):
             raise StackError(f"port {port} is in use by another program; stop it or choose another port "
                              f"(leadflow local up --{name}_port N)")
+        if name == "scorer":
+            tag = ensure_scorer_model(cfg, out)
+            out(f"  scorer model: {tag}")
         started = time.monotonic()
         svc, proc = _start(cfg, name, args)
         services[name] = svc
@@ -334,6 +392,8 @@ def status(cfg: StackConfig, out=print) -> bool:
     healthy = bool(services)
     for name in SERVICE_MODULES:
         svc = services.get(name)
+        if svc is None and name == "scorer" and not cfg.scorer:
+            continue
         if svc is None:
             out(f"{name}: not started")
             healthy = False
@@ -368,11 +428,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--pubsub_port", type=int, default=8085)
     ap.add_argument("--bigquery_port", type=int, default=9050)
     ap.add_argument("--bigquery_grpc_port", type=int, default=9060)
+    ap.add_argument("--scorer_port", type=int, default=3000)
+    ap.add_argument("--no_scorer", action="store_true", help="do not start the BentoML scorer")
     ap.add_argument("--project", default=PROJECT)
     ap.add_argument("--dataset", default=DATASET)
     args = ap.parse_args(argv)
     cfg = StackConfig(host=args.host, pubsub_port=args.pubsub_port, bigquery_port=args.bigquery_port,
-                      bigquery_grpc_port=args.bigquery_grpc_port, project=args.project, dataset=args.dataset)
+                      bigquery_grpc_port=args.bigquery_grpc_port, scorer_port=args.scorer_port,
+                      scorer=not args.no_scorer, project=args.project, dataset=args.dataset)
     try:
         if args.command == "up":
             up(cfg)

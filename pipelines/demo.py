@@ -1,6 +1,7 @@
 """``make demo``: the whole product on one laptop, with one command.
 
-1. starts the local stack (Pub/Sub emulator, BigQuery emulator; topics, subscriptions, tables),
+1. starts the local stack (Pub/Sub emulator, BigQuery emulator, BentoML scorer with a model trained
+   on generated history when there is none; topics, subscriptions, tables),
 2. publishes the bundled sample (every provider, returning people, redeliveries, bad inputs) with
    the official Pub/Sub publisher client,
 3. runs the streaming pipeline on the DirectRunner until every message is accounted for (one lead
@@ -201,6 +202,11 @@ def run_streaming(input_file: Path, timeout: float) -> int:
         for row in client.query(f"SELECT stage, error_type, COUNT(*) AS n FROM `{dataset}.dead_letters` "
                                 "GROUP BY stage, error_type ORDER BY n DESC").result():
             print(f"        {row['stage'] + '/' + row['error_type']:<40}{row['n']:>6}")
+        print("      scores (new leads): source, priority tier:")
+        for row in client.query(f"SELECT score_source, priority_tier, COUNT(*) AS n, ROUND(AVG(score), 3) AS avg "
+                                f"FROM `{dataset}.leads` GROUP BY 1, 2 ORDER BY 1, 2").result():
+            print(f"        {row['score_source'] or 'unscored':<10} {row['priority_tier'] or '-':<6}{row['n']:>6}"
+                  f"   mean score {row['avg']}")
         print("      today's counts per source (latest pane):")
         for row in client.query(
                 f"SELECT source_id, events, new_leads, cross_source, duplicates, replays FROM "

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 def stack(tmp_path_factory):
     home = tmp_path_factory.mktemp("stack")
     cfg = local_stack.StackConfig(pubsub_port=free_port(), bigquery_port=free_port(),
-                                  bigquery_grpc_port=free_port(), home=home)
+                                  bigquery_grpc_port=free_port(), scorer_port=free_port(), home=home)
     lines = []
     local_stack.up(cfg, out=lines.append)
     saved = {k: os.environ.get(k) for k in cfg.env()}
@@ -60,7 +60,7 @@ def test_up_is_idempotent_and_status_reports(stack):
     assert any("exists" in line for line in again) and not any("created" in line for line in again)
     report = []
     assert local_stack.status(cfg, out=report.append)
-    assert sum("running" in line for line in report) == 2
+    assert sum("running" in line for line in report) == 3  # pubsub, bigquery, scorer
 
 
 def test_streaming_matches_bounded_and_every_unit_is_accounted(stack, messages_file, tmp_path):
@@ -106,11 +106,15 @@ def test_streaming_matches_bounded_and_every_unit_is_accounted(stack, messages_f
             time.sleep(2)
         assert counted_in_latest_panes(client, dataset) == counts["lead_events"]
 
+        scored = {(r["score_source"], r["model_version"] is not None): r["n"] for r in client.query(
+            f"SELECT score_source, model_version, COUNT(*) AS n FROM `{dataset}.leads` GROUP BY 1, 2").result()}
+        assert scored == {("model", True): counts["leads"]}  # the stack's BentoML scorer scored every lead
         deliveries = pull_all(cfg.subscription("lead-deliveries-crm"))
         assert len(deliveries) == counts["leads"]
         first = deliveries[0].message
         assert json.loads(first.data)["lead_id"] == first.attributes["lead_id"] == first.ordering_key
         assert first.attributes["outcome"] == "new" and first.attributes["provider"]
+        assert {m.message.attributes["priority"] for m in deliveries} <= {"hot", "warm", "cold"}
         dead = pull_all(cfg.subscription("lead-dead-letters-ops"), max_wait=3)
         assert len(dead) == counts["dead_letters"]
         assert all(m.message.attributes["stage"] and m.message.attributes["error_type"] for m in dead)

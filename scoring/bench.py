@@ -1,0 +1,72 @@
+"""Scorer benchmark: the BentoML service over HTTP beside the in-process booster, on the same rows.
+
+Trains a model on generated history into a private BentoML store (``.bench/bentoml``), starts a real
+``bentoml serve scoring.service:LeadScorer`` on a free port, and measures sequential calls from one
+client at batch sizes 1, 32 and 256: rows/s and p50/p99 latency per call. Also reports the model's
+validation AUC beside the generator's ceiling. Results go to ``.bench/scorer.json``.
+
+    python -m scoring.bench
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from infra.processes import free_port
+from scoring import history, train
+from scoring.features import features_for
+from scoring.handlers import format_measurements, load_local_scorer, measure_in_process, measure_scorer
+
+BENCH_DIR = Path(".bench")
+
+
+def main() -> int:
+    home = (BENCH_DIR / "bentoml").resolve()
+    os.environ.update(BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="true")
+    df = history.generate_history(20000, seed=0)
+    result = train.train(df)
+    tag = str(train.save(result, BENCH_DIR / "model", bentoml_home=str(home)))
+    print(f"model {tag}: valid AUC {result.metrics['valid_auc']:.4f}, ceiling (true probability) "
+          f"{result.metrics['ceiling_auc']:.4f}", flush=True)
+    rows = [features_for(r) for r in df.tail(4096).to_dict("records")]
+
+    port = free_port()
+    log = (BENCH_DIR / "scorer.log").open("wb")
+    server = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "scoring.service:LeadScorer", "--host",
+                               "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "LEADFLOW_SCORER_MODEL": tag}, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"bentoml serve did not start; see {BENCH_DIR / 'scorer.log'}") from None
+                time.sleep(0.5)
+        http = measure_scorer(url, rows)
+        local = measure_in_process(load_local_scorer(tag, str(home / "models")), rows)
+    finally:
+        from infra.local_stack import stop_pid
+
+        stop_pid(server.pid)
+        log.close()
+    print(format_measurements(http, local))
+    report = {"model": tag, "valid_auc": result.metrics["valid_auc"], "ceiling_auc": result.metrics["ceiling_auc"],
+              "http": http, "in_process": local}
+    (BENCH_DIR / "scorer.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"written {BENCH_DIR / 'scorer.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
