@@ -19,6 +19,15 @@ from schemas.records import DeadLetter
 DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
 
 
+class RejectedInput(ValueError):
+    """Input that cannot go on: a stable machine-readable ``error_type`` and a readable, PII-free ``message``."""
+
+    def __init__(self, error_type: str, message: str):
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -20,7 +20,7 @@ import phonenumbers
 from apache_beam.metrics import Metrics
 from email_validator import EmailNotValidError, validate_email
 
-from transforms.messages import dead_letter
+from transforms.messages import RejectedInput, dead_letter
 from transforms.parsers.base import RawLead
 
 MAX_NAME_LENGTH = 300
@@ -34,11 +34,8 @@ _COUNTRY_NAMES = {
 _WS = re.compile(r"\s+")
 
 
-class NormalizeError(ValueError):
-    def __init__(self, error_type: str, message: str):
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
+class NormalizeError(RejectedInput):
+    """A lead without a usable identity (no valid phone and no valid e-mail)."""
 
 
 @dataclass

@@ -12,7 +12,7 @@ import time
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.messages import InputMessage, dead_letter, utcnow
+from transforms.messages import InputMessage, RejectedInput, dead_letter, utcnow
 from transforms.normalize import Unit
 from transforms.parsers.base import ParseConfig, ParseError
 from transforms.parsers.registry import parse_payload
@@ -23,10 +23,12 @@ PROGRESS_EVERY = 10_000  # each worker logs its progress every this many message
 _log = logging.getLogger(__name__)
 
 
-class RejectedMessage(ValueError):
+class RejectedMessage(RejectedInput):
+    """A message rejected before it became units, with the stage that rejected it."""
+
     def __init__(self, stage: str, error_type: str, message: str, provider: str | None = None):
-        super().__init__(message)
-        self.stage, self.error_type, self.message, self.provider = stage, error_type, message, provider
+        super().__init__(error_type, message)
+        self.stage, self.provider = stage, provider
 
 
 def decode_payload(msg: InputMessage, max_payload_bytes: int) -> str:

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
+from transforms.messages import RejectedInput
+
 if TYPE_CHECKING:
     from transforms.sources import SourceRegistry
 
@@ -23,13 +25,8 @@ if TYPE_CHECKING:
 MAX_JSON_DEPTH = 64
 
 
-class ParseError(ValueError):
+class ParseError(RejectedInput):
     """A payload that cannot become a lead. ``error_type`` is stable; ``message`` is PII-free."""
-
-    def __init__(self, error_type: str, message: str):
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
 
 
 @dataclass
