@@ -24,6 +24,12 @@ setuptools.setup(
         "email-validator>=2.1",
         "jsonschema>=4.20",
         "pyarrow>=14",
+        "pytz",
+        "disposable-email-domains",
+        "requests>=2.31",  # the BentoML scorer client (--scorer=bentoml)
+        "numpy",
+        "lightgbm>=4",  # --scorer=inprocess (with bentoml for the model store)
     ],
+    extras_require={"inprocess": ["bentoml==1.4.39"]},
     entry_points={"console_scripts": ["leadflow=pipelines.cli:main"]},
 )
