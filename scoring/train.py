@@ -353,6 +353,11 @@ def write_plots(result: TrainResult, out_dir: str) -> list[str]:
     from sklearn.metrics import roc_curve
 
     paths = []
+
+    def save(fig, name: str) -> None:
+        paths.append(os.path.join(out_dir, name))
+        fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
+        plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 5))
     fpr, tpr, _ = roc_curve(result.y_valid, result.p_valid)
     ax.plot(fpr, tpr, label=f"model (AUC {result.metrics['valid_auc']:.3f})")
@@ -362,9 +367,7 @@ def write_plots(result: TrainResult, out_dir: str) -> list[str]:
     ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, validation rows")
     ax.legend(loc="lower right")
-    paths.append(os.path.join(out_dir, "roc.png"))
-    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    save(fig, "roc.png")
 
     fig, ax = plt.subplots(figsize=(5, 5))
     rows = [b for b in result.calibration if b["count"]]
@@ -376,17 +379,13 @@ def write_plots(result: TrainResult, out_dir: str) -> list[str]:
         ax.annotate(str(b["count"]), (b["mean_predicted"], b["observed_rate"]), fontsize=7, alpha=0.7)
     ax.set(xlabel="mean predicted probability", ylabel="observed conversion rate", title="Calibration, validation")
     ax.legend(loc="upper left")
-    paths.append(os.path.join(out_dir, "calibration.png"))
-    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    save(fig, "calibration.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     names = list(result.importance)[::-1]
     ax.barh(names, [result.importance[n] for n in names])
     ax.set(xlabel="share of total gain", title="Feature importance (gain)")
-    paths.append(os.path.join(out_dir, "feature_importance.png"))
-    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    save(fig, "feature_importance.png")
     return paths
 
 
