@@ -30,12 +30,16 @@ TOPICS = {
     "input": "leads-in",
     "deliveries": "lead-deliveries",
     "dead_letters": "lead-dead-letters",
+    "agent_events": "agent-events",
+    "manual_review": "lead-manual-review",
 }
 # subscription -> topic key
 SUBSCRIPTIONS = {
     "leads-in-pipeline": "input",
     "lead-deliveries-crm": "deliveries",
     "lead-dead-letters-ops": "dead_letters",
+    "agent-events-pipeline": "agent_events",
+    "lead-manual-review-ops": "manual_review",
 }
 SERVICE_MODULES = {"pubsub": "infra.pubsub_emulator", "bigquery": "infra.bigquery_emulator", "scorer": "bentoml"}
 SCORER_SERVICE = "scoring.service:LeadScorer"
@@ -101,6 +105,8 @@ class StackConfig:
             "--bq_backend=client",
             f"--delivery_topic={self.topic('deliveries')}",
             f"--dead_letter_topic={self.topic('dead_letters')}",
+            f"--agent_events_subscription={self.subscription('agent-events-pipeline')}",
+            f"--manual_review_topic={self.topic('manual_review')}",
             *(["--scorer=bentoml", f"--scorer_url={self.scorer_url}"] if self.scorer else []),
         ]
 

@@ -36,6 +36,11 @@ def sample_path() -> Path:
     return Path(str(resources.files("pipelines.samples").joinpath("messages.jsonl")))
 
 
+def agent_events_path() -> Path:
+    """Simulated agent events for the sample (``pipelines.agent_sim``): accepts, rejections, silence."""
+    return Path(str(resources.files("pipelines.samples").joinpath("agent_events.jsonl")))
+
+
 def load_manifest(input_file: Path) -> dict | None:
     path = Path(str(input_file) + ".manifest.json")
     return json.loads(path.read_text()) if path.exists() else None
@@ -44,7 +49,7 @@ def load_manifest(input_file: Path) -> dict | None:
 # --- bounded ---------------------------------------------------------------------------------------
 
 
-def run_bounded(input_file: Path, out: Path) -> int:
+def run_bounded(input_file: Path, out: Path, agent_events: Path | None = None) -> int:
     from pipelines import lead_pipeline
 
     manifest = load_manifest(input_file)
@@ -54,7 +59,8 @@ def run_bounded(input_file: Path, out: Path) -> int:
         shutil.rmtree(out)
     print(f"[2/3] running the lead pipeline on the DirectRunner -> {out}/<table>.jsonl ...", flush=True)
     started = time.perf_counter()
-    lead_pipeline.run([f"--input_file={input_file}", f"--output_dir={out}"])
+    lead_pipeline.run([f"--input_file={input_file}", f"--output_dir={out}",
+                       *([f"--agent_events_file={agent_events}"] if agent_events else [])])
     elapsed = time.perf_counter() - started
     print(f"      done in {elapsed:.1f} s ({n_lines / elapsed:.0f} messages/s)\n", flush=True)
     print("[3/3] summary", flush=True)
@@ -241,12 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--input_file", default=str(sample_path()))
     ap.add_argument("--bounded", action="store_true", help="run over the file into --output_dir, no stack")
+    ap.add_argument("--agent_events_file", default=None,
+                    help="bounded: agent events (default: the sample's simulated agents with the sample input)")
     ap.add_argument("--output_dir", default="out/demo")
     ap.add_argument("--timeout", type=float, default=600, help="seconds to wait for every unit (streaming)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.bounded:
-        return run_bounded(Path(args.input_file), Path(args.output_dir))
+        events = args.agent_events_file or (str(agent_events_path()) if args.input_file == str(sample_path())
+                                            else None)
+        return run_bounded(Path(args.input_file), Path(args.output_dir), Path(events) if events else None)
     return run_streaming(Path(args.input_file), args.timeout)
 
 

@@ -28,6 +28,7 @@ One graph (``LeadGraph``) serves both modes; only the input and output edges dif
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -37,13 +38,15 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
 from pipelines.options import LeadflowOptions
 from schemas.derive import to_row
 from schemas.records import TABLES, DeadLetter, Lead
+from transforms.assign import AGENT_EVENT_STAGE, ReferenceConfig, RouteAndAssign
 from transforms.daily_counts import DailySourceCounts
 from transforms.dedup import DeduplicatePersons
+from transforms.enrich import RegisterUnknownSources
 from transforms.messages import InputLineError, InputMessage, dead_letter_for_line, message_from_json_line
 from transforms.normalize import NormalizeLeads
 from transforms.parse import ParseMessages
@@ -53,31 +56,56 @@ _log = logging.getLogger(__name__)
 
 
 class LeadGraph(beam.PTransform):
-    """InputMessage -> {table name: PCollection of records}. The one graph both modes share."""
+    """InputMessage (+ agent-event messages) -> {table name: PCollection of records}, plus the
+    ``deliveries`` and ``manual_review`` streams. The one graph both modes share."""
 
-    def __init__(self, options: LeadflowOptions):
+    def __init__(self, options: LeadflowOptions, agent_events: beam.PCollection | None = None,
+                 clock=None):
         super().__init__()
         self.opts = options
+        self.agent_events = agent_events
+        self.clock = clock
 
     def expand(self, messages):
         o = self.opts
+        streaming = messages.is_bounded is False
         parsed = messages | "Parse" >> ParseMessages(o.max_payload_bytes, o.google_ads_key, o.source_registry)
         normalized = parsed.units | "Normalize" >> NormalizeLeads(o.default_region)
         deduped = normalized.leads | "Dedup" >> DeduplicatePersons(o.dedup_hold_seconds, o.dedup_ttl_days)
         counts = deduped.events | "DailySourceCounts" >> DailySourceCounts(o.early_firing_seconds)
-        dead_letters = (parsed.dead_letters, normalized.dead_letters) | "AllDeadLetters" >> beam.Flatten()
+        registrations = deduped.events | "RegisterSources" >> RegisterUnknownSources(o.unverified_source_reliability)
+        dead_letters = [parsed.dead_letters, normalized.dead_letters]
         leads = deduped.leads
         if o.scorer != "none":
             leads = leads | "Score" >> ScoreLeads(
                 o.scorer, url=o.scorer_url, model_tag=o.scorer_model, model_store=o.scorer_model_store,
                 hot=o.hot_threshold, warm=o.warm_threshold, retries=o.scorer_retries)
-        return {
-            "leads": leads,
+        out = {
             "lead_events": deduped.events,
             "lead_source_history": deduped.history,
-            "dead_letters": dead_letters,
             "source_daily_counts": counts,
+            "source_registrations": registrations,
         }
+        if o.routing == "on":
+            config = ReferenceConfig(o.reference_data, o.source_registry,
+                                     o.reference_refresh_seconds if streaming else 0.0,
+                                     o.unverified_source_reliability)
+            routed = leads | "Route" >> RouteAndAssign(
+                config, o.assignment_sla_seconds, streaming, periodic_side_input=streaming and is_dataflow(o),
+                agent_messages=self.agent_events, clock=self.clock)
+            out.update(leads=routed["lead"], deliveries=routed["delivery"], manual_review=routed["manual_review"],
+                       lead_assignments=routed["assignment"], agent_status=routed["agent_status"])
+            if routed["dead_letters"] is not None:
+                dead_letters.append(routed["dead_letters"])
+        else:
+            out.update(leads=leads, deliveries=leads)
+        out["dead_letters"] = dead_letters | "AllDeadLetters" >> beam.Flatten()
+        return out
+
+
+def is_dataflow(options: PipelineOptions) -> bool:
+    runner = options.view_as(StandardOptions).runner or ""
+    return "dataflow" in str(runner).lower()
 
 
 class ReadMessageLinesDoFn(beam.DoFn):
@@ -156,11 +184,16 @@ class ReadMessagesFromPubSub(beam.PTransform):
 
 
 def delivery_message(lead: Lead) -> beam.io.PubsubMessage:
-    """A new lead as the JSON CRM consumers receive, with filterable attributes; ordered per lead."""
+    """A lead offered to an agent (or, without routing, a new lead) as the JSON CRM consumers receive, with
+    attributes to filter subscriptions on: territory, team, agent, priority; ordered per lead."""
     attributes = {"lead_id": lead.lead_id, "outcome": "new", "provider": lead.primary_provider,
                   "source_id": lead.primary_source, "is_test": str(lead.is_test).lower()}
     if lead.priority_tier is not None:
         attributes.update(priority=lead.priority_tier, score=f"{lead.score:.4f}", score_source=lead.score_source)
+    for name in ("territory", "team", "agent_id", "routing_status", "routing_reason"):
+        value = getattr(lead, name)
+        if value is not None:
+            attributes["agent" if name == "agent_id" else name] = value
     return beam.io.PubsubMessage(to_json_line(lead).encode("utf-8"), attributes, ordering_key=lead.lead_id)
 
 
@@ -172,28 +205,26 @@ def dead_letter_message(dead: DeadLetter) -> beam.io.PubsubMessage:
 
 
 class PublishToPubSub(beam.PTransform):
-    """Deliveries of new leads and dead letters to their Pub/Sub topics (either may be absent)."""
+    """Deliveries, manual-review leads and dead letters to their Pub/Sub topics (each may be absent)."""
 
-    def __init__(self, delivery_topic: str | None, dead_letter_topic: str | None):
+    def __init__(self, delivery_topic: str | None, dead_letter_topic: str | None,
+                 manual_review_topic: str | None = None):
         super().__init__()
-        self.delivery_topic = delivery_topic
-        self.dead_letter_topic = dead_letter_topic
+        self.topics = {"deliveries": delivery_topic, "manual_review": manual_review_topic,
+                       "dead_letters": dead_letter_topic}
 
-    def expand(self, tables):
-        if self.delivery_topic:
+    def expand(self, streams):
+        for name, topic in self.topics.items():
+            if not topic or name not in streams:
+                continue
+            to_message = dead_letter_message if name == "dead_letters" else delivery_message
             (
-                tables["leads"]
-                | "ToDelivery" >> beam.Map(delivery_message)
-                | "PublishDeliveries" >> beam.io.WriteToPubSub(
-                    self.delivery_topic, with_attributes=True, publish_with_ordering_key=True)
+                streams[name]
+                | f"{name}/ToMessage" >> beam.Map(to_message)
+                | f"{name}/Publish" >> beam.io.WriteToPubSub(
+                    topic, with_attributes=True, publish_with_ordering_key=name != "dead_letters")
             )
-        if self.dead_letter_topic:
-            (
-                tables["dead_letters"]
-                | "ToDeadLetterMessage" >> beam.Map(dead_letter_message)
-                | "PublishDeadLetters" >> beam.io.WriteToPubSub(self.dead_letter_topic, with_attributes=True)
-            )
-        return beam.pvalue.PDone(tables["leads"].pipeline)
+        return beam.pvalue.PDone(streams["dead_letters"].pipeline)
 
 
 class LogSinkFailures(beam.DoFn):
@@ -220,27 +251,37 @@ def write_bigquery(tables: dict[str, beam.PCollection], opts: LeadflowOptions) -
     return rejected
 
 
-def build(p: beam.Pipeline, opts: LeadflowOptions) -> dict[str, beam.PCollection]:
-    """The whole job: input edge -> LeadGraph -> output edges."""
+def build(p: beam.Pipeline, opts: LeadflowOptions, clock=None) -> dict[str, beam.PCollection]:
+    """The whole job: input edges -> LeadGraph -> output edges. Returns the tables (and streams)."""
+    read_dead = []
     if opts.input_file:
         read = p | "ReadMessages" >> ReadMessagesFromFile(opts.input_file)
         messages, read_dead = read.messages, [read.dead_letters]
     else:
         messages = p | "ReadMessages" >> ReadMessagesFromPubSub(opts.input_subscription, opts.timestamp_attribute)
-        read_dead = []
-    tables = dict(messages | "Leads" >> LeadGraph(opts))
+    agent_events = None
+    if opts.agent_events_file:
+        read = p | "ReadAgentEvents" >> ReadMessagesFromFile(opts.agent_events_file)
+        agent_events = read.messages
+        read_dead.append(read.dead_letters | "AgentEventStage" >> beam.Map(
+            lambda d: dataclasses.replace(d, stage=AGENT_EVENT_STAGE)))
+    elif opts.agent_events_subscription:
+        agent_events = p | "ReadAgentEvents" >> ReadMessagesFromPubSub(opts.agent_events_subscription, None)
+    out = dict(messages | "Leads" >> LeadGraph(opts, agent_events, clock=clock))
     if read_dead:
-        tables["dead_letters"] = [tables["dead_letters"], *read_dead] | "WithReadDeadLetters" >> beam.Flatten()
-    assert set(tables) == set(TABLES), "every table must be written"
+        out["dead_letters"] = [out["dead_letters"], *read_dead] | "WithReadDeadLetters" >> beam.Flatten()
+    streams = {name: out.pop(name) for name in ("deliveries", "manual_review") if name in out}
+    tables = out
+    assert set(tables) <= set(TABLES), f"unknown tables {set(tables) - set(TABLES)}"
     if opts.output_dir:
         tables | "WriteTables" >> WriteTablesToFiles(opts.output_dir)
-    published = dict(tables)
+    published = {**streams, "dead_letters": tables["dead_letters"]}
     if opts.bq_dataset:
         rejected = write_bigquery(tables, opts)
         published["dead_letters"] = (tables["dead_letters"], rejected) | "WithSinkDeadLetters" >> beam.Flatten()
-    if opts.delivery_topic or opts.dead_letter_topic:
-        published | "Publish" >> PublishToPubSub(opts.delivery_topic, opts.dead_letter_topic)
-    return tables
+    if opts.delivery_topic or opts.dead_letter_topic or opts.manual_review_topic:
+        published | "Publish" >> PublishToPubSub(opts.delivery_topic, opts.dead_letter_topic, opts.manual_review_topic)
+    return {**tables, **streams}
 
 
 def run(argv: list[str] | None = None, save_main_session: bool = False) -> beam.runners.runner.PipelineResult:

@@ -27,6 +27,10 @@ class LeadflowOptions(PipelineOptions):
         g.add_argument("--input_file", help="Bounded mode: JSONL file (glob allowed) of messages.")
         g.add_argument("--input_subscription",
                        help="Streaming mode: Pub/Sub subscription projects/P/subscriptions/S to read leads from.")
+        g.add_argument("--agent_events_file",
+                       help="Bounded mode: JSONL file of agent events (accepted, rejected, online, away, offline).")
+        g.add_argument("--agent_events_subscription",
+                       help="Streaming mode: Pub/Sub subscription projects/P/subscriptions/S of agent events.")
         g.add_argument("--timestamp_attribute", default=None,
                        help="Streaming: message attribute holding the event time (RFC 3339 or ms since epoch); "
                             "default: the Pub/Sub publish time.")
@@ -39,6 +43,8 @@ class LeadflowOptions(PipelineOptions):
         g.add_argument("--bq_method", default="STREAMING_INSERTS", choices=("STREAMING_INSERTS", "STORAGE_WRITE_API"),
                        help="Write method of the 'beam' backend.")
         g.add_argument("--delivery_topic", help="Pub/Sub topic projects/P/topics/T for new leads (CRM deliveries).")
+        g.add_argument("--manual_review_topic",
+                       help="Pub/Sub topic projects/P/topics/T for leads no agent could take (manual review).")
         g.add_argument("--dead_letter_topic", help="Pub/Sub topic projects/P/topics/T for dead letters.")
         g = parser.add_argument_group("Leadflow scoring")
         g.add_argument("--scorer", default="none", choices=("none", "inprocess", "bentoml"),
@@ -65,8 +71,22 @@ class LeadflowOptions(PipelineOptions):
                        help="Days after a person's newest event when their dedup state expires (default 90).")
         g.add_argument("--early_firing_seconds", type=int, default=60,
                        help="Streaming: how often daily source counts emit updated early panes.")
+        g = parser.add_argument_group("Leadflow enrichment and routing")
+        g.add_argument("--reference_data", default=None,
+                       help="Where the reference tables (sources, territories, teams, agents) live: a directory "
+                            "of CSV files, or bq://PROJECT.DATASET for BigQuery tables ref_sources, "
+                            "ref_territories, ref_teams, ref_agents (default: the bundled "
+                            "transforms/reference_data).")
         g.add_argument("--source_registry", default=None,
-                       help="Source registry CSV (default: the bundled transforms/reference_data/sources.csv).")
+                       help="Source registry CSV overriding the one in --reference_data.")
+        g.add_argument("--reference_refresh_seconds", type=float, default=300.0,
+                       help="Streaming: how often reference data is reloaded without a restart (default 300).")
+        g.add_argument("--routing", default="on", choices=("on", "off"),
+                       help="'on': enrich, route to territory, team and agent; 'off': stop after scoring.")
+        g.add_argument("--assignment_sla_seconds", type=float, default=120.0,
+                       help="Seconds an agent has to accept a lead before it is re-assigned (default 120).")
+        g.add_argument("--unverified_source_reliability", type=float, default=0.3,
+                       help="Reliability weight given to automatically registered (unknown) sources.")
         g.add_argument("--google_ads_key", default=os.environ.get("LEADFLOW_GOOGLE_ADS_KEY"),
                        help="Expected google_key of Google Ads lead forms (default: $LEADFLOW_GOOGLE_ADS_KEY). "
                             "When set, leads with another key are dead-lettered.")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from schemas.records import TABLES
+from transforms.assign import AGENT_EVENT_STAGE
 from transforms.dedup import OUTCOMES
 from transforms.messages import InputLineError, message_from_json_line
 
@@ -39,7 +40,8 @@ def summarize(input_file: str, output_dir: str) -> dict[str, Any]:
             except InputLineError:
                 bad_lines += 1
     events = list(read_table(output_dir, "lead_events"))
-    dead = list(read_table(output_dir, "dead_letters"))
+    all_dead = list(read_table(output_dir, "dead_letters"))
+    dead = [d for d in all_dead if d["stage"] != AGENT_EVENT_STAGE]  # agent events are not lead input
     per_provider: dict[str, Counter] = {}
     for e in events:
         per_provider.setdefault(e["provider"], Counter())[e["outcome"]] += 1
@@ -60,6 +62,8 @@ def summarize(input_file: str, output_dir: str) -> dict[str, Any]:
         "per_provider": {p: dict(c) for p, c in sorted(per_provider.items())},
         "dead_letter_reasons": dict(Counter(f"{d['stage']}/{d['error_type']}" for d in dead).most_common()),
         "read_dead_letters": sum(1 for d in dead if d["stage"] == "read"),
+        "agent_event_dead_letters": len(all_dead) - len(dead),
+        "assignments": dict(Counter(a["action"] for a in read_table(output_dir, "lead_assignments"))),
         "unreadable_lines": bad_lines,
         "accounting": {"missing_messages": missing[:20], "unexpected_messages": unexpected[:20],
                        "duplicated_units": duplicated[:20],
@@ -83,6 +87,9 @@ def format_summary(s: dict[str, Any]) -> str:
                  + f"{s['lead_events']:>8}")
     lines += ["", "dead letters by reason (stage/error_type):"]
     lines += [f"  {reason:<40}{n:>6}" for reason, n in s["dead_letter_reasons"].items()] or ["  none"]
+    if s["assignments"]:
+        lines += ["", "assignment history: " + ", ".join(f"{a}={n}" for a, n in sorted(s["assignments"].items()))
+                  + f"    agent-event dead letters: {s['agent_event_dead_letters']}"]
     lines += ["", "rows per table: " + ", ".join(f"{t}={n}" for t, n in s["tables"].items())]
     acc = s["accounting"]
     if acc["ok"]:

@@ -25,6 +25,8 @@ def doc(description: str, **extra: Any) -> Any:
     default = extra.pop("default", dataclasses.MISSING)
     default_factory = extra.pop("default_factory", dataclasses.MISSING)
     kwargs: dict[str, Any] = {"metadata": {"description": description, **extra}}
+    if extra.get("pii"):  # personal data: kept out of repr(), so logs and tracebacks never show it
+        kwargs["repr"] = False
     if default is not dataclasses.MISSING:
         kwargs["default"] = default
     if default_factory is not dataclasses.MISSING:
@@ -41,6 +43,7 @@ class TableSpec:
     partition_field: str
     cluster_fields: tuple[str, ...]
     description: str
+    written_by_pipeline: bool = True  # False: loaded by others (CRM outcomes), the pipeline only reads it
 
 
 # --------------------------------------------------------------------------------------
@@ -53,18 +56,18 @@ class Lead:
     """One person as Leadflow knows them: written once, at first sighting (outcome ``new``)."""
 
     lead_id: str = doc("Deterministic id of the lead (uuid5 of identity key and first event).")
-    identity_key: str = doc("What identifies the person: 'phone:<E.164>' or 'email:<address>'.")
-    phone_e164: str | None = doc("Valid phone number in E.164, or null.")
-    email: str | None = doc("Normalized (lower-cased, syntax-checked) e-mail, or null.")
-    full_name: str | None = doc("Trimmed full name, or null.")
-    first_name: str | None = doc("First name, when known.")
-    last_name: str | None = doc("Last name, when known.")
+    identity_key: str = doc("What identifies the person: 'phone:<E.164>' or 'email:<address>'.", pii=True)
+    phone_e164: str | None = doc("Valid phone number in E.164, or null.", pii=True)
+    email: str | None = doc("Normalized (lower-cased, syntax-checked) e-mail, or null.", pii=True)
+    full_name: str | None = doc("Trimmed full name, or null.", pii=True)
+    first_name: str | None = doc("First name, when known.", pii=True)
+    last_name: str | None = doc("Last name, when known.", pii=True)
     country: str | None = doc("ISO 3166-1 alpha-2 country code, when known.")
-    postal_code: str | None = doc("Postal code as given (upper-cased, trimmed).")
+    postal_code: str | None = doc("Postal code as given (upper-cased, trimmed).", pii=True)
     city: str | None = doc("City, when known.")
     state: str | None = doc("State or region, when known.")
-    property_address: str | None = doc("Property address from provider e-mails, when known.")
-    message: str | None = doc("The lead's message or inquiry text.")
+    property_address: str | None = doc("Property address from provider e-mails, when known.", pii=True)
+    message: str | None = doc("The lead's message or inquiry text.", pii=True)
     primary_source: str = doc("source_id of the first source (earliest event time) to send this person.")
     primary_provider: str = doc("Provider of the primary source.")
     first_seen_at: datetime = doc("Event time of the first sighting (UTC).")
@@ -77,6 +80,33 @@ class Lead:
     model_version: str | None = doc("Model tag that scored the lead (null for fallback scores).", default=None)
     priority_tier: str | None = doc("hot | warm | cold, from the score and the configured thresholds.",
                                     default=None)
+    # Enrichment (side inputs: source registry, postal geography, phone metadata, e-mail domains)
+    source_verified: bool | None = doc("False when the primary source was registered automatically (unknown).",
+                                       default=None)
+    source_reliability: float | None = doc("Reliability weight 0-1 of the primary source.", default=None)
+    geo_city: str | None = doc("City of the US ZIP code (zipcodes), when the postal code is a known ZIP.",
+                               default=None)
+    geo_state: str | None = doc("State of the US ZIP code, when known.", default=None)
+    latitude: float | None = doc("Latitude of the ZIP code centre.", default=None)
+    longitude: float | None = doc("Longitude of the ZIP code centre.", default=None)
+    phone_type: str | None = doc("mobile | fixed_line | fixed_line_or_mobile | voip | toll_free | ... "
+                                 "(phonenumbers).", default=None)
+    phone_carrier: str | None = doc("Original carrier of a mobile number, when phonenumbers knows it.",
+                                    default=None)
+    phone_region: str | None = doc("Geographic description of the number (phonenumbers geocoder).", default=None)
+    phone_timezones: list[str] = doc("IANA time zones of the number.", default_factory=list)
+    email_domain_class: str | None = doc("free | corporate | disposable, for the lead's e-mail domain.",
+                                         default=None)
+    # Routing
+    territory: str | None = doc("Territory the lead was routed to (null: none matched).", default=None)
+    territory_match: str | None = doc("What matched the territory: postal_code | state | phone_region | country.",
+                                      default=None)
+    team: str | None = doc("Team by territory and priority tier.", default=None)
+    agent_id: str | None = doc("Agent first assigned (see lead_assignments for re-assignments).", default=None)
+    routing_status: str | None = doc("assigned | manual_review (null when the run does not route).", default=None)
+    routing_reason: str | None = doc("Why the lead went to manual review (no_territory, no_team, "
+                                     "no_available_agent).", default=None)
+    routed_at: datetime | None = doc("When the lead was routed (UTC).", default=None)
 
 
 @dataclass
@@ -91,12 +121,12 @@ class LeadEvent:
     source_id: str = doc("Source registry id the message came from.")
     source_verified: bool = doc("False when the source was not in the registry.")
     external_id: str | None = doc("The provider's own id for the lead, when it has one.")
-    identity_key: str = doc("'phone:<E.164>' or 'email:<address>'.")
+    identity_key: str = doc("'phone:<E.164>' or 'email:<address>'.", pii=True)
     event_time: datetime = doc("When the lead happened according to the provider (UTC).")
     publish_time: datetime = doc("When the message reached Leadflow (Pub/Sub publish time, UTC).")
-    phone_e164: str | None = doc("Valid phone in E.164 carried by this event.")
-    email: str | None = doc("Normalized e-mail carried by this event.")
-    full_name: str | None = doc("Name carried by this event.")
+    phone_e164: str | None = doc("Valid phone in E.164 carried by this event.", pii=True)
+    email: str | None = doc("Normalized e-mail carried by this event.", pii=True)
+    full_name: str | None = doc("Name carried by this event.", pii=True)
     is_test: bool = doc("True for provider test leads.")
     campaign_id: str | None = doc("Ad campaign id, when the provider sends one.")
     form_id: str | None = doc("Lead form id, when the provider sends one.")
@@ -125,7 +155,7 @@ class DeadLetter:
     stage: str = doc("Pipeline stage that rejected the input: decode, parse, normalize, sink, ...")
     error_type: str = doc("Machine-readable reason, e.g. invalid_json, missing_contact.")
     error_message: str = doc("Readable explanation (never contains PII).")
-    payload: str | None = doc("The original payload: text, or base64 when payload_encoding says so.")
+    payload: str | None = doc("The original payload: text, or base64 when payload_encoding says so.", pii=True)
     payload_encoding: str = doc("'utf-8' or 'base64' (data that is not valid UTF-8).")
     payload_bytes: int = doc("Size of the original payload in bytes.")
     payload_truncated: bool = doc("True when payload holds only the first bytes of an oversize input.")
@@ -149,6 +179,54 @@ class SourceDailyCounts:
     is_final: bool = doc("True for the on-time pane of the day; early panes are superseded.")
     pane_index: int = doc("Pane number of this window firing; the highest is the current figure.")
     computed_at: datetime = doc("When the row was computed (UTC).")
+
+
+@dataclass
+class Assignment:
+    """One step in a lead's assignment history: assigned, accepted, rejected, expired, reassigned, ..."""
+
+    assignment_event_id: str = doc("Deterministic id of this step (uuid5 of lead, action, attempt, agent).")
+    lead_id: str = doc("The lead (for action 'ignored': the lead id the agent event named).")
+    action: str = doc("assigned | accepted | rejected | expired | reassigned | manual_review | ignored.")
+    attempt: int = doc("1 for the first assignment, +1 for each re-assignment.")
+    team: str | None = doc("Team the lead was routed to.")
+    territory: str | None = doc("Territory of the lead.")
+    agent_id: str | None = doc("Agent this step concerns (null for manual review without an agent).")
+    reason: str | None = doc("Why: no_territory, no_team, no_available_agent, sla_expired, agent_rejected, "
+                             "unknown_lead, not_pending, ...")
+    priority_tier: str | None = doc("hot | warm | cold at routing time.")
+    lead_event_time: datetime | None = doc("Event time of the lead's first sighting (speed to lead starts here).")
+    action_at: datetime = doc("When this step happened (UTC): assignment, the agent's event, or SLA expiry.")
+    sla_deadline: datetime | None = doc("For assigned/reassigned: when the assignment expires unless accepted.")
+    agent_event_id: str | None = doc("The agent event that caused this step, when one did.")
+    processed_at: datetime = doc("When the pipeline wrote this row (UTC).")
+
+
+@dataclass
+class AgentStatus:
+    """An agent's availability changing: from an agent event, or set away after a missed SLA."""
+
+    agent_id: str = doc("The agent.")
+    team: str = doc("Team whose dispatcher applied the change.")
+    status: str = doc("online | away | offline.")
+    reason: str = doc("agent_event | sla_expired.")
+    agent_event_id: str | None = doc("The agent event, when one caused it.")
+    changed_at: datetime = doc("When the status changed (UTC).")
+    processed_at: datetime = doc("When the pipeline wrote this row (UTC).")
+
+
+@dataclass
+class SourceRegistration:
+    """A source seen for the first time that the registry does not know: registered as unverified."""
+
+    source_id: str = doc("The derived source id, e.g. 'email:<sender domain>'.")
+    provider: str = doc("Provider format the messages came in.")
+    display_name: str = doc("Readable name derived from the source id.")
+    verified: bool = doc("Always false: a person has to verify the source in the registry.")
+    reliability: float = doc("Default reliability weight given to unverified sources.")
+    first_message_id: str = doc("Message that introduced the source.")
+    first_seen_at: datetime = doc("Event time of that message (UTC).")
+    registered_at: datetime = doc("When the pipeline registered it (UTC).")
 
 
 # --------------------------------------------------------------------------------------
@@ -181,6 +259,33 @@ class ApiLeadPayload:
     is_test: bool | None = doc("Marks a test lead.", default=None)
 
 
+@dataclass
+class AgentEventPayload:
+    """An agent's action or status change (JSON), from the agent-events subscription or file.
+
+    ``accepted`` and ``rejected`` name the lead; ``online``, ``away`` and ``offline`` change the agent's
+    availability for new assignments.
+    """
+
+    event_id: str = doc("Unique id of the event (repeats are ignored).", minLength=1, maxLength=200)
+    agent_id: str = doc("Agent id from the agents reference table.", minLength=1, maxLength=200)
+    type: str = doc("accepted | rejected | online | away | offline.",
+                    enum=["accepted", "rejected", "online", "away", "offline"])
+    at: str = doc("RFC 3339 time of the event.", format="date-time")
+    lead_id: str | None = doc("The lead, for accepted and rejected.", maxLength=200, default=None)
+
+
+@dataclass
+class LeadOutcome:
+    """What became of a lead, reported by a CRM or by sales (not written by the pipeline): conversion labels."""
+
+    lead_id: str = doc("The lead (leads.lead_id).")
+    converted: bool = doc("True when the lead converted (became a customer).")
+    outcome_at: datetime = doc("When the outcome happened (UTC); the latest report per lead counts.")
+    value: float | None = doc("Deal value in the account currency, when known.")
+    reported_by: str = doc("Who reported the outcome: CRM name, user or import job.")
+
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -195,5 +300,13 @@ TABLES: dict[str, TableSpec] = {
         TableSpec(
             "source_daily_counts", SourceDailyCounts, "event_date", ("source_id",), "Daily counts per source."
         ),
+        TableSpec("lead_assignments", Assignment, "action_at", ("team", "action"),
+                  "Assignment history: who got each lead, accepted, expired, re-assigned."),
+        TableSpec("agent_status", AgentStatus, "changed_at", ("team", "agent_id"), "Agent availability changes."),
+        TableSpec("source_registrations", SourceRegistration, "registered_at", ("provider",),
+                  "Unknown sources registered automatically as unverified."),
+        TableSpec("lead_outcomes", LeadOutcome, "outcome_at", ("lead_id",),
+                  "Reported lead outcomes (conversions), for source reliability and retraining.",
+                  written_by_pipeline=False),
     )
 }

@@ -138,6 +138,14 @@ def row_id_for(table: str, row: dict[str, Any]) -> str:
         rid = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
     elif table == "source_daily_counts":
         rid = f"{row['source_id']}:{row['event_date']}:{row['pane_index']}"
+    elif table == "lead_assignments":
+        rid = row["assignment_event_id"]
+    elif table == "agent_status":
+        rid = f"{row['agent_id']}:{row['status']}:{row['changed_at']}:{row['agent_event_id'] or ''}"
+    elif table == "source_registrations":
+        rid = row["source_id"]
+    elif table == "lead_outcomes":
+        rid = f"{row['lead_id']}:{row['outcome_at']}"
     else:
         raise ValueError(f"unknown table {table!r}; known: {sorted(TABLES)}")
     return _short(str(rid))

@@ -10,7 +10,7 @@ stage registers such sources.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -23,6 +23,16 @@ REGISTRY_COLUMNS = (
 
 class ReferenceDataError(ValueError):
     """A malformed reference row: names the file and line."""
+
+
+def csv_rows(text: str, name: str, columns: tuple[str, ...]) -> Iterator[tuple[str, dict[str, str]]]:
+    """Rows of a CSV text as ("name:line", row); missing columns fail with the file name."""
+    reader = csv.DictReader(text.splitlines())
+    missing = set(columns) - set(reader.fieldnames or ())
+    if missing:
+        raise ReferenceDataError(f"{name}: missing columns {sorted(missing)}")
+    for row in reader:
+        yield f"{name}:{reader.line_num}", row
 
 
 @dataclass(frozen=True)
@@ -73,13 +83,14 @@ class SourceRegistry:
             name = "transforms/reference_data/sources.csv"
         else:
             text, name = Path(path).read_text("utf-8"), str(path)
-        reader = csv.DictReader(text.splitlines())
-        missing = set(REGISTRY_COLUMNS) - set(reader.fieldnames or ())
-        if missing:
-            raise ReferenceDataError(f"{name}: missing columns {sorted(missing)}")
+        return cls.from_rows(csv_rows(text, name, REGISTRY_COLUMNS))
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[str, Mapping[str, object]]]) -> SourceRegistry:
+        """Sources from ("where", row) pairs (CSV lines or BigQuery rows); bad rows fail with where and why."""
         out = []
-        for row in reader:
-            line = reader.line_num
+        for where, raw in rows:
+            row = {k: "" if raw.get(k) is None else str(raw.get(k)) for k in REGISTRY_COLUMNS}
             try:
                 if not row["source_id"].strip() or not row["provider"].strip():
                     raise ValueError("source_id and provider are required")
@@ -96,7 +107,7 @@ class SourceRegistry:
                     reliability=reliability, is_default=row["is_default"].strip().lower() == "true",
                 ))
             except (ValueError, AttributeError) as e:
-                raise ReferenceDataError(f"{name}:{line}: {e}") from None
+                raise ReferenceDataError(f"{where}: {e}") from None
         return cls(out)
 
     def default_for(self, provider: str) -> Source | None:

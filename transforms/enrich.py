@@ -1,0 +1,126 @@
+"""Enrichment: what the reference data and offline databases say about a lead.
+
+* source registry: whether the primary source is verified, and its reliability weight;
+* postal geography: US ZIP -> city, state, latitude/longitude (``zipcodes``);
+* phone metadata: number type, original carrier, geographic description and time zones (``phonenumbers``);
+* e-mail domain class: free, corporate or disposable (``scoring.features``: the same rule the model uses).
+
+``enrich_lead`` is pure; the Beam stage feeds it the reference data either as a side input (bounded runs,
+and the PeriodicImpulse-refreshed side input on Dataflow) or from a ``ReferenceCache`` reloaded on a schedule
+in the worker (streaming on the DirectRunner, whose streaming mode cannot run PeriodicImpulse; see README).
+Sources the registry does not know are registered once each (``source_registrations``) and reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import re
+from datetime import datetime
+
+import apache_beam as beam
+import phonenumbers
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from phonenumbers import carrier, geocoder
+
+from schemas.records import Lead, LeadEvent, SourceRegistration
+from scoring.features import EMAIL_CLASSES, PHONE_TYPES, email_domain_class, phone_info
+from transforms.messages import utcnow
+from transforms.reference import ReferenceData
+
+_log = logging.getLogger(__name__)
+_ZIP5 = re.compile(r"^(\d{5})(?:-?\d{4})?$")
+
+
+@functools.cache
+def _zip_index() -> dict[str, tuple[str, str, float, float]]:
+    import zipcodes
+
+    out = {}
+    for z in zipcodes.list_all():
+        try:
+            out.setdefault(z["zip_code"], (z["city"], z["state"], float(z["lat"]), float(z["long"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def zip_geo(country: str | None, postal_code: str | None) -> tuple[str, str, float, float] | None:
+    """(city, state, lat, lon) of a US ZIP (ZIP+4 accepted), or None."""
+    if not postal_code or (country or "US") != "US":
+        return None
+    m = _ZIP5.match(postal_code.strip())
+    return _zip_index().get(m.group(1)) if m else None
+
+
+@functools.lru_cache(maxsize=65_536)
+def phone_metadata(phone_e164: str) -> tuple[str, str | None, str | None, tuple[str, ...]]:
+    """(number type, carrier, geographic description, time zones) of a valid E.164 number."""
+    _has, type_code, _region, zones = phone_info(phone_e164)
+    number = phonenumbers.parse(phone_e164, None)
+    return (PHONE_TYPES[int(type_code)], carrier.name_for_number(number, "en") or None,
+            geocoder.description_for_number(number, "en") or None, zones)
+
+
+def enrich_lead(lead: Lead, ref: ReferenceData, unverified_reliability: float) -> Lead:
+    """The lead with every enrichment column filled from ``ref`` and the offline databases."""
+    source = ref.sources.sources.get(lead.primary_source)
+    geo = zip_geo(lead.country, lead.postal_code)
+    phone = phone_metadata(lead.phone_e164) if lead.phone_e164 else (None, None, None, ())
+    return dataclasses.replace(
+        lead,
+        source_verified=source is not None,
+        source_reliability=source.reliability if source is not None else unverified_reliability,
+        geo_city=geo[0] if geo else None, geo_state=geo[1] if geo else None,
+        latitude=geo[2] if geo else None, longitude=geo[3] if geo else None,
+        phone_type=phone[0], phone_carrier=phone[1], phone_region=phone[2], phone_timezones=list(phone[3]),
+        email_domain_class=EMAIL_CLASSES[int(email_domain_class(lead.email))] if lead.email else None,
+    )
+
+
+def registration_for(event: LeadEvent, reliability: float, now: datetime) -> SourceRegistration:
+    kind, _, rest = event.source_id.partition(":")
+    display = f"Unverified {kind} source {rest}" if rest else f"Unverified source {event.source_id}"
+    return SourceRegistration(
+        source_id=event.source_id, provider=event.provider, display_name=display, verified=False,
+        reliability=reliability, first_message_id=event.message_id, first_seen_at=event.event_time,
+        registered_at=now)
+
+
+class RegisterSourceDoFn(beam.DoFn):
+    """Keyed by source id: the first event of a source unknown to the registry registers it, once."""
+
+    SEEN = ReadModifyWriteStateSpec("registered", beam.coders.BooleanCoder())
+
+    def __init__(self, reliability: float):
+        self.reliability = reliability
+        self.registered = Metrics.counter("enrich", "sources_registered")
+
+    def process(self, keyed, seen=beam.DoFn.StateParam(SEEN)):
+        source_id, event = keyed
+        if seen.read():
+            return
+        seen.write(True)
+        self.registered.inc()
+        _log.warning("registered unknown source %s (provider %s) as unverified; verify it in the registry",
+                     source_id, event.provider)
+        yield registration_for(event, self.reliability, utcnow())
+
+
+class RegisterUnknownSources(beam.PTransform):
+    """lead_events -> one SourceRegistration per source id the registry does not know (never dropped:
+    their leads flow on with ``source_verified = false`` and the default reliability)."""
+
+    def __init__(self, reliability: float):
+        super().__init__()
+        self.reliability = reliability
+
+    def expand(self, events):
+        return (
+            events
+            | "Unverified" >> beam.Filter(lambda e: not e.source_verified)
+            | "KeyBySource" >> beam.Map(lambda e: (e.source_id, e))
+            | "RegisterOnce" >> beam.ParDo(RegisterSourceDoFn(self.reliability))
+        )
