@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -72,7 +73,17 @@ class ReferenceConfig:
         return load_reference(self.location, self.source_registry)
 
     def cache(self) -> ReferenceCache:
-        return ReferenceCache(self.location, self.source_registry, self.refresh_seconds)
+        """The worker process's cache for this configuration, shared by every DoFn instance (runners may
+        create instances per bundle; the data must not be reloaded for each)."""
+        key = (self.location, self.source_registry, self.refresh_seconds)
+        with _CACHES_LOCK:
+            if key not in _CACHES:
+                _CACHES[key] = ReferenceCache(self.location, self.source_registry, self.refresh_seconds)
+            return _CACHES[key]
+
+
+_CACHES: dict[tuple, ReferenceCache] = {}
+_CACHES_LOCK = threading.Lock()
 
 
 class ReferenceSideInput(beam.PTransform):
