@@ -8,7 +8,9 @@ Bounded mode over generated messages (default 100,000), each figure measured in 
   the per-core reference for all the work the pipeline does.
 - ``pipeline_1``: the pipeline on the DirectRunner, in-process.
 - ``pipeline_2mp``: the pipeline with ``--direct_num_workers=2 --direct_running_mode=multi_processing``.
-- per-stage cost in microseconds per lead (decode+parse, normalize, dedup, serialize).
+- per-stage cost in microseconds per lead (decode+parse, normalize, dedup, enrich, route, assign, serialize),
+  and the assignment spread per team (leads per agent / capacity, max/min), with working hours and
+  with every agent on shift (the weighted round robin alone).
 
 Peak memory is the peak RSS of the measuring process and its children. Results go to
 ``.bench/results.json`` and a table on stdout.
@@ -75,6 +77,7 @@ def measure_loop(input_file: str, full: bool) -> dict:
                     people[lead.identity_key].append(lead)
             stage_s["normalize"] += clock() - t1
     rows = 0
+    spread = None
     if full:
         t0 = clock()
         decisions = []
@@ -82,17 +85,78 @@ def measure_loop(input_file: str, full: bool) -> dict:
             decisions.extend(decide_all(None, events)[1])
         t1 = clock()
         stage_s["dedup"] += t1 - t0
+        new_leads = sorted((d.lead for d in decisions if d.lead is not None), key=lambda x: x.first_seen_at)
+        routed_rows, spread = enrich_route_assign(new_leads, stage_s, clock)
+        t1 = clock()
         for d in decisions:
-            for rec in (d.event, d.lead, d.history):
+            for rec in (d.event, d.history):
                 if rec is not None:
                     to_json_line(rec)
                     rows += 1
+        for rec in routed_rows:
+            to_json_line(rec)
+            rows += 1
         stage_s["serialize"] += clock() - t1
     elapsed = clock() - started
+    # enrich/route/assign run once per new lead; report them per lead like the other stages
     return {"messages": messages, "units_ok": leads, "dead_letters": dead, "seconds": elapsed,
             "messages_per_s": messages / elapsed, "rows": rows,
             "stage_us_per_lead": {k: v / max(leads, 1) * 1e6 for k, v in stage_s.items()},
-            "peak_rss_mb": _peak_rss_mb()}
+            "new_leads": len(new_leads) if full else None,
+            "stage_us_per_new_lead": {k: v / max(len(new_leads), 1) * 1e6 for k, v in stage_s.items()
+                                      if k in ("enrich", "route", "assign")} if full else None,
+            "assignment_spread": spread, "peak_rss_mb": _peak_rss_mb()}
+
+
+def enrich_route_assign(leads, stage_s, clock) -> tuple[list, dict]:
+    """The routing stage's pure functions over new leads (time order), timed per stage; and the spread of
+    assignments per agent weighted by capacity, with working hours (real lead times) and without."""
+    from transforms.enrich import enrich_lead
+    from transforms.reference import load_reference
+    from transforms.routing import LEAD, TeamState, dispatch_lead, pick_agent, route_lead
+
+    ref = load_reference()
+    states: dict[str, TeamState] = defaultdict(TeamState)
+    fair_states: dict[str, TeamState] = defaultdict(TeamState)
+    rows, per_agent, fair = [], defaultdict(int), defaultdict(int)
+    for lead in leads:
+        t0 = clock()
+        lead = enrich_lead(lead, ref, 0.3)
+        t1 = clock()
+        lead = route_lead(ref, lead)
+        t2 = clock()
+        if lead.team is not None:
+            for kind, rec in dispatch_lead(ref, states[lead.team], lead, lead.first_seen_at, lead.first_seen_at,
+                                           None):
+                if kind == LEAD:
+                    rows.append(rec)
+                    if rec.agent_id:
+                        per_agent[rec.agent_id] += 1
+        else:
+            rows.append(lead)
+        t3 = clock()
+        stage_s["enrich"] += t1 - t0
+        stage_s["route"] += t2 - t1
+        stage_s["assign"] += t3 - t2
+        if lead.team is not None:  # every available agent on shift: the round robin alone
+            agents = [a for a in ref.agents.get(lead.team, ()) if a.available]
+            fair[pick_agent(fair_states[lead.team], agents).agent_id] += 1
+    return rows, {"with_working_hours": _spread(ref, per_agent), "all_on_shift": _spread(ref, fair)}
+
+
+def _spread(ref, counts: dict[str, int]) -> dict:
+    """Per team: leads per agent divided by capacity; max/min of that (1.0 = exactly proportional)."""
+    teams = {}
+    for team, agents in ref.agents.items():
+        weighted = {a.agent_id: counts.get(a.agent_id, 0) / a.capacity for a in agents if a.available}
+        if len(weighted) < 2 or not any(weighted.values()):
+            continue
+        lo, hi = min(weighted.values()), max(weighted.values())
+        teams[team] = {"leads": sum(counts.get(a.agent_id, 0) for a in agents),
+                       "per_capacity": {k: round(v, 1) for k, v in weighted.items()},
+                       "max_over_min": round(hi / lo, 3) if lo else None}
+    ratios = [t["max_over_min"] for t in teams.values() if t["max_over_min"]]
+    return {"teams": teams, "worst_max_over_min": max(ratios) if ratios else None}
 
 
 def measure_pipeline(input_file: str, extra_args: list[str]) -> dict:
@@ -174,9 +238,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in results.items():
         print(f"{name:<24}{r['messages_per_s']:>12.0f}{r['seconds']:>10.1f}{r['peak_rss_mb']:>14.0f}"
               f"{r['messages_per_s'] / ref:>14.2f}")
-    print("\nper-stage cost (µs per lead, plain loop):")
-    for stage, us in results["loop_full"]["stage_us_per_lead"].items():
-        print(f"  {stage:<14}{us:>8.1f}")
+    full = results["loop_full"]
+    print("\nper-stage cost (µs per lead, plain loop; enrich/route/assign also per new lead):")
+    for stage, us in full["stage_us_per_lead"].items():
+        per_new = (full.get("stage_us_per_new_lead") or {}).get(stage)
+        print(f"  {stage:<14}{us:>8.1f}" + (f"{per_new:>10.1f} per new lead" if per_new is not None else ""))
+    spread = full.get("assignment_spread")
+    if spread:
+        print(f"\nassignment spread over {full['new_leads']} new leads (leads per agent / capacity, max/min per team):")
+        for label, s in spread.items():
+            cells = ", ".join(f"{team} {t['max_over_min']}" for team, t in s["teams"].items())
+            print(f"  {label:<20} worst {s['worst_max_over_min']}: {cells}")
     print(f"\nwritten: {BENCH_DIR / 'results.json'}")
     return 0
 

@@ -116,6 +116,26 @@ class LeadflowOptions(PipelineOptions):
             raise ValueError("--bq_dataset must look like PROJECT:DATASET or PROJECT.DATASET")
         if not self.output_dir and not self.bq_dataset:
             raise ValueError("give an output: --output_dir (files) and/or --bq_dataset (BigQuery)")
+        if self.agent_events_file and self.agent_events_subscription:
+            raise ValueError("give at most one agent-event input: --agent_events_file or --agent_events_subscription")
+        if self.agent_events_subscription and not self.input_subscription:
+            raise ValueError("--agent_events_subscription is for streaming runs; use --agent_events_file with "
+                             "--input_file")
+        if self.agent_events_subscription and not _SUBSCRIPTION.match(self.agent_events_subscription):
+            raise ValueError("--agent_events_subscription must look like projects/PROJECT/subscriptions/NAME")
+        if self.manual_review_topic and not _TOPIC.match(self.manual_review_topic):
+            raise ValueError("--manual_review_topic must look like projects/PROJECT/topics/NAME")
+        if self.assignment_sla_seconds <= 0 or self.reference_refresh_seconds <= 0:
+            raise ValueError("--assignment_sla_seconds and --reference_refresh_seconds must be positive")
+        if not 0.0 <= self.unverified_source_reliability <= 1.0:
+            raise ValueError("--unverified_source_reliability must be between 0 and 1")
+        if self.routing == "on":
+            from transforms.reference import ReferenceDataError, load_reference
+
+            try:  # fail at submission, with the file and line, not in the workers
+                load_reference(self.reference_data, self.source_registry)
+            except ReferenceDataError as e:
+                raise ValueError(f"reference data: {e}") from None
         if self.input_subscription:
             self.view_as(StandardOptions).streaming = True
             if self.output_dir:

@@ -23,10 +23,10 @@ import apache_beam as beam
 import phonenumbers
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
-from phonenumbers import carrier, geocoder
+from phonenumbers import carrier, geocoder, timezone
 
 from schemas.records import Lead, LeadEvent, SourceRegistration
-from scoring.features import EMAIL_CLASSES, PHONE_TYPES, email_domain_class, phone_info
+from scoring.features import _PHONE_OTHER, _PHONE_TYPE_CODES, EMAIL_CLASSES, PHONE_TYPES, email_domain_class
 from transforms.messages import utcnow
 from transforms.reference import ReferenceData
 
@@ -55,13 +55,32 @@ def zip_geo(country: str | None, postal_code: str | None) -> tuple[str, str, flo
     return _zip_index().get(m.group(1)) if m else None
 
 
+_MOBILE_TYPES = (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+                 phonenumbers.PhoneNumberType.PAGER)
+_GEO_TYPES = (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+              phonenumbers.PhoneNumberType.MOBILE)
+
+
 @functools.lru_cache(maxsize=65_536)
+def phone_facts(phone_e164: str) -> tuple[str, str | None, str | None, tuple[str, ...], str | None]:
+    """(number type, carrier, geographic description, time zones, region code) of a valid E.164 number.
+
+    One parse, one number-type and one region lookup (phonenumbers' convenience functions each repeat
+    them: 4 type and 6 region lookups per number, measured 570 µs -> see the closing note)."""
+    number = phonenumbers.parse(phone_e164, None)
+    kind = phonenumbers.number_type(number)
+    region = phonenumbers.region_code_for_number(number)
+    type_name = PHONE_TYPES[int(_PHONE_TYPE_CODES.get(kind, _PHONE_OTHER))]
+    carrier_name = carrier.name_for_valid_number(number, "en") or None if kind in _MOBILE_TYPES else None
+    description = geocoder.description_for_valid_number(number, "en") or None if kind in _GEO_TYPES else None
+    zones = tuple(z for z in timezone.time_zones_for_geographical_number(number) if z != "Etc/Unknown") \
+        if kind in _GEO_TYPES else tuple(z for z in timezone.time_zones_for_number(number) if z != "Etc/Unknown")
+    return type_name, carrier_name, description, zones, region
+
+
 def phone_metadata(phone_e164: str) -> tuple[str, str | None, str | None, tuple[str, ...]]:
     """(number type, carrier, geographic description, time zones) of a valid E.164 number."""
-    _has, type_code, _region, zones = phone_info(phone_e164)
-    number = phonenumbers.parse(phone_e164, None)
-    return (PHONE_TYPES[int(type_code)], carrier.name_for_number(number, "en") or None,
-            geocoder.description_for_number(number, "en") or None, zones)
+    return phone_facts(phone_e164)[:4]
 
 
 def enrich_lead(lead: Lead, ref: ReferenceData, unverified_reliability: float) -> Lead:

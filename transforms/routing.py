@@ -24,9 +24,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import phonenumbers
-from phonenumbers import geocoder
 
 from schemas.records import AgentStatus, Assignment, Lead
+from transforms.enrich import phone_facts
 from transforms.reference import Agent, ReferenceData
 
 NAMESPACE = uuid.UUID("6f1b8a52-2b0e-4c39-9d53-4f3c0c7f5a10")
@@ -65,11 +65,9 @@ def phone_region(phone_e164: str | None) -> tuple[str | None, str | None]:
     if not phone_e164:
         return None, None
     try:
-        number = phonenumbers.parse(phone_e164, None)
+        _type, _carrier, description, _zones, region = phone_facts(phone_e164)
     except phonenumbers.NumberParseException:
         return None, None
-    region = phonenumbers.region_code_for_number(number)
-    description = geocoder.description_for_number(number, "en") or None
     if description and region in ("US", "CA"):
         _head, comma, tail = description.rpartition(",")
         description = tail.strip() if comma else description  # "New York, NY" -> "NY"; "Colorado" stays

@@ -170,6 +170,11 @@ def test_clear_errors_for_bad_options(capsys):
     assert "--output_dir is for bounded runs" in capsys.readouterr().err
     assert lead_pipeline.main(["--input_file=x.jsonl", "--output_dir=o", "--default_region=XX"]) == 2
     assert "--default_region" in capsys.readouterr().err
+    assert lead_pipeline.main(["--input_file=x.jsonl", "--output_dir=o",
+                               "--agent_events_subscription=projects/p/subscriptions/a"]) == 2
+    assert "--agent_events_subscription is for streaming runs" in capsys.readouterr().err
+    assert lead_pipeline.main(["--input_file=x.jsonl", "--output_dir=o", "--reference_data=/nonexistent"]) == 2
+    assert "reference data: /nonexistent/sources.csv: reference file missing" in capsys.readouterr().err
 
 
 def test_google_ads_key_is_enforced_when_configured(tmp_path):

@@ -2,6 +2,7 @@
 plus reference-data loading errors and enrichment."""
 
 import dataclasses
+import itertools
 import shutil
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -93,7 +94,7 @@ def test_weighted_round_robin_is_exactly_proportional_and_smooth():
     assert Counter(picks) == {"a": 500, "b": 300, "c": 100, "d": 100}
     first = picks[:10]
     assert Counter(first) == {"a": 5, "b": 3, "c": 1, "d": 1}  # every window of one cycle is exact
-    assert all(x != y or x == "a" for x, y in zip(first, first[1:], strict=False))  # only the heaviest repeats
+    assert all(x != y or x == "a" for x, y in itertools.pairwise(first))  # only the heaviest repeats
 
 
 def test_weighted_round_robin_skips_unavailable_and_off_shift_agents():
