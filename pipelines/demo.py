@@ -223,10 +223,17 @@ def run_streaming(input_file: Path, timeout: float) -> int:
         for row in client.query(f"SELECT lead_id, primary_source, first_seen_at FROM `{dataset}.leads` "
                                 "ORDER BY first_seen_at LIMIT 5").result():
             print(f"        {row['lead_id']}  {row['primary_source']:<22} {row['first_seen_at']}")
+        print("      routing: status, team, leads (first assignment):")
+        for row in client.query(f"SELECT routing_status, team, COUNT(*) AS n FROM `{dataset}.leads` "
+                                "GROUP BY 1, 2 ORDER BY n DESC LIMIT 8").result():
+            print(f"        {row['routing_status'] or '-':<14} {row['team'] or '-':<20}{row['n']:>6}")
         deliveries = pull_all(cfg.subscription("lead-deliveries-crm"))
+        review = pull_all(cfg.subscription("lead-manual-review-ops"), max_wait=2)
         dead_topic = pull_all(cfg.subscription("lead-dead-letters-ops"), max_wait=2)
-        print(f"      deliveries received by the CRM subscription: {len(deliveries)}; "
-              f"dead letters on the dead-letter topic: {len(dead_topic)}")
+        print(f"      deliveries received by the CRM subscription: {len(deliveries)} "
+              f"({len({m.message.attributes['lead_id'] for m in deliveries})} leads; attributes territory, team, "
+              f"agent, priority); manual review: {len(review)}; dead letters on the dead-letter topic: "
+              f"{len(dead_topic)}")
         ok = counts["lead_events"] + counts["dead_letters"] == expected_units
         if manifest:
             ok = ok and counts["leads"] == manifest["persons"]

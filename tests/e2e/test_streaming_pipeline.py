@@ -110,11 +110,23 @@ def test_streaming_matches_bounded_and_every_unit_is_accounted(stack, messages_f
             f"SELECT score_source, model_version, COUNT(*) AS n FROM `{dataset}.leads` GROUP BY 1, 2").result()}
         assert scored == {("model", True): counts["leads"]}  # the stack's BentoML scorer scored every lead
         deliveries = pull_all(cfg.subscription("lead-deliveries-crm"))
-        assert len(deliveries) == counts["leads"]
+        review = pull_all(cfg.subscription("lead-manual-review-ops"), max_wait=2)
+        delivered = {m.message.attributes["lead_id"] for m in deliveries}  # re-assignments deliver again
+        reviewed = {m.message.attributes["lead_id"] for m in review}
+        assert len(delivered | reviewed) == counts["leads"]
         first = deliveries[0].message
         assert json.loads(first.data)["lead_id"] == first.attributes["lead_id"] == first.ordering_key
         assert first.attributes["outcome"] == "new" and first.attributes["provider"]
         assert {m.message.attributes["priority"] for m in deliveries} <= {"hot", "warm", "cold"}
+        assert all(m.message.attributes["territory"] and m.message.attributes["team"] and
+                   m.message.attributes["agent"] for m in deliveries)
+        assert all(m.message.attributes["routing_reason"] for m in review)
+        routed = {r["routing_status"]: r["n"] for r in client.query(
+            f"SELECT routing_status, COUNT(*) AS n FROM `{dataset}.leads` GROUP BY 1").result()}
+        assert sum(routed.values()) == counts["leads"] and set(routed) <= {"assigned", "manual_review"}
+        first_steps = next(iter(client.query(
+            f"SELECT COUNT(DISTINCT lead_id) AS n FROM `{dataset}.lead_assignments` WHERE attempt = 1").result()))["n"]
+        assert first_steps == counts["leads"]
         dead = pull_all(cfg.subscription("lead-dead-letters-ops"), max_wait=3)
         assert len(dead) == counts["dead_letters"]
         assert all(m.message.attributes["stage"] and m.message.attributes["error_type"] for m in dead)
