@@ -26,6 +26,8 @@ setuptools.setup(
         "pyarrow>=14",
         "pytz",
         "disposable-email-domains",
+        "zipcodes>=3",  # enrichment: US ZIP geography
+        "google-cloud-bigquery",  # --reference_data=bq://...
         "requests>=2.31",  # the BentoML scorer client (--scorer=bentoml)
         "numpy",
         "lightgbm>=4",  # --scorer=inprocess (with bentoml for the model store)

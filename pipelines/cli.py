@@ -6,6 +6,7 @@
     leadflow demo                                                the bundled sample, end to end
     leadflow local up | down | status | env                      the local Pub/Sub + BigQuery stack
     leadflow train --parquet history.parquet                     train the LightGBM scorer (or --from_bigquery T)
+    leadflow replay-dead-letters [--dry-run] [--error_type T]    republish dead letters to their input topic
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = ("run", "generate", "summary", "demo", "local", "train")
+    commands = ("run", "generate", "summary", "demo", "local", "train", "replay-dead-letters")
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(__doc__.strip())
         return 0 if argv and argv[0] in ("-h", "--help") else 2
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         from infra import local_stack
 
         return local_stack.main(rest)
+    if command == "replay-dead-letters":
+        from pipelines import replay
+
+        return replay.main(rest)
     if command == "demo":
         from pipelines import demo
 

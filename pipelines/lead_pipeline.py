@@ -40,6 +40,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
+from pipelines.dataflow import apply_dataflow_defaults
 from pipelines.options import LeadflowOptions
 from schemas.derive import to_row
 from schemas.records import TABLES, DeadLetter, Lead
@@ -290,12 +291,14 @@ def run(argv: list[str] | None = None, save_main_session: bool = False) -> beam.
     options.view_as(SetupOptions).save_main_session = save_main_session
     opts = options.view_as(LeadflowOptions)
     opts.validate_leadflow()
+    apply_dataflow_defaults(options)
     if opts.output_dir:
         os.makedirs(opts.output_dir, exist_ok=True)
     p = beam.Pipeline(options=options)
     build(p, opts)
     result = p.run()
-    result.wait_until_finish()
+    if not (is_dataflow(options) and options.view_as(StandardOptions).streaming):
+        result.wait_until_finish()  # a submitted Dataflow streaming job runs on; do not block the launcher
     return result
 
 
