@@ -80,7 +80,8 @@ class LeadGraph(beam.PTransform):
         if o.scorer != "none":
             leads = leads | "Score" >> ScoreLeads(
                 o.scorer, url=o.scorer_url, model_tag=o.scorer_model, model_store=o.scorer_model_store,
-                hot=o.hot_threshold, warm=o.warm_threshold, retries=o.scorer_retries)
+                hot=o.hot_threshold, warm=o.warm_threshold, retries=o.scorer_retries,
+                token_secret=o.scorer_token_secret)
         out = {
             "lead_events": deduped.events,
             "lead_source_history": deduped.history,

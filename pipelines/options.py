@@ -53,6 +53,9 @@ class LeadflowOptions(PipelineOptions):
         g.add_argument("--scorer_url", default=os.environ.get("LEADFLOW_SCORER_URL"),
                        help="BentoML scorer base URL (default $LEADFLOW_SCORER_URL); the bearer token comes from "
                             "$LEADFLOW_SCORER_TOKEN.")
+        g.add_argument("--scorer_token_secret", default=None,
+                       help="Secret Manager secret projects/P/secrets/S holding the scorer's bearer token, read by "
+                            "the workers when LEADFLOW_SCORER_TOKEN is not in their environment (Dataflow).")
         g.add_argument("--scorer_retries", type=int, default=3,
                        help="Retries of a failed scorer request before the fallback score is used (default 3).")
         g.add_argument("--scorer_model", default="lead_scorer:latest", help="Model tag for --scorer=inprocess.")

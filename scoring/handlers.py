@@ -196,6 +196,17 @@ def _batch_kwargs(min_batch_size: int, max_batch_size: int, max_batch_duration_s
     return kwargs
 
 
+def secret_value(name: str) -> str:
+    """The value of a Secret Manager secret version ``projects/P/secrets/S[/versions/V]`` (default latest),
+    read on the worker (Dataflow workers have no LEADFLOW_SCORER_TOKEN in their environment)."""
+    from google.cloud import secretmanager
+
+    if "/versions/" not in name:
+        name = f"{name}/versions/latest"
+    client = secretmanager.SecretManagerServiceClient()
+    return client.access_secret_version(request={"name": name}).payload.data.decode("utf-8").strip()
+
+
 class BentoScorerHandler(RemoteModelHandler[Mapping[str, Any], PredictionResult, ScorerClient]):
     """RunInference handler calling the BentoML scorer's ``POST /score`` with batches of feature dicts.
 
@@ -203,7 +214,8 @@ class BentoScorerHandler(RemoteModelHandler[Mapping[str, Any], PredictionResult,
     5xx/429, timeouts, connection errors and malformed answers are retried ``num_retries`` times with Beam's
     exponential backoff (first wait about 5 s); 401/403 (:class:`ScorerAuthError`) and other 4xx
     (:class:`ScorerRejectedBatch`) fail at once. ``token`` None reads ``LEADFLOW_SCORER_TOKEN`` when the worker
-    creates its client, so the token is not pickled into the pipeline graph.
+    creates its client, so the token is not pickled into the pipeline graph; with neither, ``token_secret`` names
+    a Secret Manager secret the worker reads instead (production).
     """
 
     def __init__(
@@ -211,6 +223,7 @@ class BentoScorerHandler(RemoteModelHandler[Mapping[str, Any], PredictionResult,
         url: str,
         *,
         token: str | None = None,
+        token_secret: str | None = None,
         timeout_s: float = 10.0,
         min_batch_size: int = 1,
         max_batch_size: int = 256,
@@ -229,13 +242,17 @@ class BentoScorerHandler(RemoteModelHandler[Mapping[str, Any], PredictionResult,
         )
         self.url = url
         self._token = token
+        self.token_secret = token_secret
         self.timeout_s = timeout_s
         self._namespace = namespace
         self._batching = _batch_kwargs(min_batch_size, max_batch_size, max_batch_duration_secs)
 
     def create_client(self) -> ScorerClient:
         # No network here: RunInference calls this in DoFn.setup, where a failure would fail the pipeline.
-        return ScorerClient(self.url, self._token or os.environ.get(TOKEN_ENV) or None, self.timeout_s)
+        token = self._token or os.environ.get(TOKEN_ENV) or None
+        if token is None and self.token_secret:
+            token = secret_value(self.token_secret)
+        return ScorerClient(self.url, token, self.timeout_s)
 
     def request(
         self,

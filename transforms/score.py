@@ -29,13 +29,15 @@ def with_score(lead: Lead, result, hot: float, warm: float) -> Lead:
     )
 
 
-def make_handler(scorer: str, *, url: str | None, model_tag: str, model_store: str | None, retries: int = 3):
+def make_handler(scorer: str, *, url: str | None, model_tag: str, model_store: str | None, retries: int = 3,
+                 token_secret: str | None = None):
     from scoring.handlers import BentoScorerHandler, InProcessScorerHandler
 
     if scorer == "bentoml":
         if not url:
             raise ValueError("--scorer=bentoml needs --scorer_url (or LEADFLOW_SCORER_URL)")
-        return BentoScorerHandler(url, num_retries=retries)  # the token: LEADFLOW_SCORER_TOKEN on the worker
+        # the token: LEADFLOW_SCORER_TOKEN on the worker, else the Secret Manager secret (Dataflow)
+        return BentoScorerHandler(url, num_retries=retries, token_secret=token_secret)
     if scorer == "inprocess":
         return InProcessScorerHandler(model_tag, model_store_dir=model_store)
     raise ValueError(f"unknown scorer {scorer!r}; choose one of {SCORERS}")
@@ -45,12 +47,13 @@ class ScoreLeads(beam.PTransform):
     """Lead -> Lead with score, score_source, model_version and priority_tier."""
 
     def __init__(self, scorer: str, *, url: str | None = None, model_tag: str = "lead_scorer:latest",
-                 model_store: str | None = None, hot: float = 0.6, warm: float = 0.3, retries: int = 3):
+                 model_store: str | None = None, hot: float = 0.6, warm: float = 0.3, retries: int = 3,
+                 token_secret: str | None = None):
         super().__init__()
         if not 0.0 <= warm <= hot <= 1.0:
             raise ValueError("tier thresholds need 0 <= --warm_threshold <= --hot_threshold <= 1")
         self.handler = make_handler(scorer, url=url or os.environ.get("LEADFLOW_SCORER_URL"), model_tag=model_tag,
-                                    model_store=model_store, retries=retries)
+                                    model_store=model_store, retries=retries, token_secret=token_secret)
         self.hot, self.warm = hot, warm
 
     def expand(self, leads):
