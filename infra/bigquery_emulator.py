@@ -233,11 +233,12 @@ def _schema_key(fields: Any) -> list[tuple[str, str, str]]:
 
 
 def ensure_dataset_and_tables(project: str, dataset: str, *, client=None, location: str = "US") -> list[str]:
-    """Create the dataset and every table of ``schemas.records.TABLES`` that does not exist yet.
+    """Create the dataset and every table of ``schemas.records.TABLES`` that does not exist yet, then the views.
 
     Idempotent: existing tables are left alone (an existing table whose columns differ from the records
     is reported as ``existing (schema differs: ...)``, never altered). Returns one line per object,
-    e.g. ``"created table leadflow-test.leadflow.leads"``.
+    e.g. ``"created table leadflow-test.leadflow.leads"``, then one line per view of ``schemas.views``
+    (``"created view ..."``, ``"updated view ..."``: views are always brought up to date).
     """
     from google.api_core.exceptions import Conflict, NotFound
     from google.cloud import bigquery
@@ -277,6 +278,9 @@ def ensure_dataset_and_tables(project: str, dataset: str, *, client=None, locati
         else:
             diff = sorted(set(want) ^ set(have))
             report.append(f"existing table {ref} (schema differs: {diff})")
+    from schemas.views import ensure_views
+
+    report.extend(ensure_views(client, project, dataset, strict=False))  # dashboards' views (schemas/views/*.sql)
     return report
 
 

@@ -25,6 +25,7 @@ from google.cloud import bigquery
 from infra import bigquery_emulator as bqe
 from schemas.derive import bigquery_schema, to_row
 from schemas.records import TABLES, DeadLetter, SourceDailyCounts
+from schemas.views import view_names
 from tests.e2e.bigquery_fixtures import (
     DATASET,
     PROJECT,
@@ -109,7 +110,8 @@ def test_emulator_starts_offline_and_tables_follow_the_records(bigquery_emulator
     assert TIMINGS["start_s"] < 60
     print(f"\n[measure] emulator start (spatial import + process + ready): {TIMINGS['start_s']:.2f}s")
     assert TIMINGS["first_ensure"] == [f"created dataset {PROJECT}.{DATASET}"] + [
-        f"created table {PROJECT}.{DATASET}.{name}" for name in TABLES]
+        f"created table {PROJECT}.{DATASET}.{name}" for name in TABLES] + [
+        f"created view {PROJECT}.{DATASET}.{name}" for name in view_names()]
     client = bqe.client_for(PROJECT, bigquery_emulator)
     for name, spec in TABLES.items():
         table = client.get_table(f"{PROJECT}.{DATASET}.{name}")
@@ -136,7 +138,8 @@ def test_ensure_dataset_and_tables_twice_is_harmless(bigquery_emulator):
                             [to_row(sample_records()["source_daily_counts"][0])])
     again = bqe.ensure_dataset_and_tables(PROJECT, dataset, client=client)
     assert again == [f"existing dataset {PROJECT}.{dataset}"] + [
-        f"existing table {PROJECT}.{dataset}.{name}" for name in TABLES]
+        f"existing table {PROJECT}.{dataset}.{name}" for name in TABLES] + [
+        f"updated view {PROJECT}.{dataset}.{name}" for name in view_names()]  # the emulator hides view queries
     assert count(client, dataset, "source_daily_counts") == 1  # left alone, rows kept
 
 
@@ -158,7 +161,7 @@ def test_emulator_cli_creates_tables_and_stops_on_sigterm(tmp_path):
         assert lines and lines[-1].startswith(f"bigquery emulator ready on 127.0.0.1:{port}"), "".join(lines)
         assert f"created table leadflow-cli.leadflow.{next(iter(TABLES))}\n" in lines
         client = bqe.client_for("leadflow-cli", f"127.0.0.1:{port}")
-        assert {t.table_id for t in client.list_tables("leadflow-cli.leadflow")} == set(TABLES)
+        assert {t.table_id for t in client.list_tables("leadflow-cli.leadflow")} == set(TABLES) | set(view_names())
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         assert "bigquery emulator stopped" in proc.stdout.read()

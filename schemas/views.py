@@ -1,0 +1,187 @@
+"""BigQuery views for dashboards and notebooks: one GoogleSQL file per view in ``schemas/views/``.
+
+Each file is named after its view (``speed_to_lead.sql`` -> view ``speed_to_lead``), starts with a ``--``
+comment saying which question the view answers (it becomes the view's description), and names tables as
+```{project}.{dataset}.<table>``` with the literal placeholders ``{project}`` and ``{dataset}``, which
+:func:`render` replaces (Terraform replaces the same two placeholders).
+
+:func:`ensure_views` creates every view through the tables API (``tables.insert`` with a ``view`` and
+``useLegacySql: false``, what Terraform's ``google_bigquery_table`` sends too), or updates the query and
+description of an existing view; then it checks each view compiles with a dry-run ``SELECT *`` (free on
+BigQuery). What the local emulator (bqemulator 1.4 over DuckDB, queries translated by SQLGlot) does
+differently, measured in ``tests/e2e/test_views.py``:
+
+* It accepts any view query at creation and reports errors only when the view is queried, so the dry run
+  is what catches a broken view locally.
+* ``tables.get`` returns neither the view query nor a schema, so an existing view cannot be compared and is
+  always updated (reported as ``updated view``; on BigQuery an unchanged view is ``existing view``).
+* A view made through the API cannot be replaced with ``CREATE OR REPLACE VIEW`` DDL (DuckDB: "Existing
+  object ... is of type Table"); use the API (this module) or drop it first.
+* The SQL avoids ``ARRAY_AGG(... IGNORE NULLS ORDER BY ... LIMIT n)`` (SQLGlot mistranslates it; the files
+  use ``ROW_NUMBER()`` in a subquery instead) and ``APPROX_QUANTILES`` (approximate on BigQuery, computed
+  differently by DuckDB, so tests could not pin its numbers; the files use exact ``PERCENTILE_CONT`` as an
+  analytic function, which both engines compute the same way, with linear interpolation). GROUP BY names
+  are never both a column and a SELECT alias (the engines resolve that ambiguity differently).
+  ``TIMESTAMP_DIFF(a, b, SECOND)`` counts second boundaries crossed in the emulator (0.2 s across a boundary is
+  1) but truncates on BigQuery (0); durations are ``TIMESTAMP_DIFF(a, b, MICROSECOND) / 1000000``, exact in both.
+
+Command line: ``python -m schemas.views --project P --dataset D`` prints the rendered SQL of every view;
+``--create`` creates them (``BIGQUERY_EMULATOR_HOST`` selects the emulator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+VIEWS_DIR = Path(__file__).resolve().with_name("views")
+PLACEHOLDERS = ("{project}", "{dataset}")
+_PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{3,62}[a-z0-9]$")  # also domain-scoped ids (example.com:project)
+_DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+_LEFTOVER = re.compile(r"\{[A-Za-z_]+\}")
+
+
+class ViewError(RuntimeError):
+    """A view file is malformed, or a view does not compile against its tables."""
+
+
+@dataclass(frozen=True)
+class View:
+    """One view: its name, the question it answers (its leading comment) and its GoogleSQL template."""
+
+    name: str
+    path: Path
+    question: str
+    template: str
+
+    def sql(self, project: str, dataset: str) -> str:
+        return render(self.template, project, dataset)
+
+
+def _question(path: Path, text: str) -> str:
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("--"):
+            break
+        lines.append(line[2:].strip())
+    question = " ".join(lines).strip()
+    if not question.startswith("Question:"):
+        raise ViewError(f"{path}: must start with a '-- Question: ...' comment saying what the view answers")
+    return question.removeprefix("Question:").strip()
+
+
+def load_views(directory: Path = VIEWS_DIR) -> list[View]:
+    """Every ``*.sql`` file of ``directory`` as a :class:`View`, sorted by name."""
+    views = []
+    for path in sorted(directory.glob("*.sql")):
+        text = path.read_text(encoding="utf-8")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", path.stem):
+            raise ViewError(f"{path}: a view file name must be a lower-case identifier")
+        for placeholder in PLACEHOLDERS:
+            if placeholder not in text:
+                raise ViewError(f"{path}: name tables `{{project}}.{{dataset}}.<table>` ({placeholder} missing)")
+        views.append(View(path.stem, path, _question(path, text), text))
+    if not views:
+        raise ViewError(f"no view files in {directory}")
+    return views
+
+
+def view_names() -> list[str]:
+    return [v.name for v in load_views()]
+
+
+def render(template: str, project: str, dataset: str) -> str:
+    """The SQL with ``{project}`` and ``{dataset}`` replaced; raises ``ValueError`` on an invalid id."""
+    if not _PROJECT.match(project):
+        raise ValueError(f"invalid BigQuery project id {project!r}")
+    if not _DATASET.match(dataset):
+        raise ValueError(f"invalid BigQuery dataset id {dataset!r}")
+    sql = template.replace("{project}", project).replace("{dataset}", dataset)
+    leftover = _LEFTOVER.search(sql)
+    if leftover:
+        raise ValueError(f"unknown placeholder {leftover.group(0)} (only {{project}} and {{dataset}} exist)")
+    return sql.rstrip() + "\n"  # a trailing comment must not swallow what the engine wraps around the query
+
+
+def ensure_views(client, project: str, dataset: str, *, validate: bool = True, strict: bool = True) -> list[str]:
+    """Create or update every view in ``project.dataset``; returns one line per view.
+
+    Lines read ``created view p.d.name``, ``updated view p.d.name`` or ``existing view p.d.name``
+    (unchanged). An existing *table* of a view's name is left alone and raises :class:`ViewError`.
+    With ``validate``, each view is dry-run (``SELECT *``); a failure raises :class:`ViewError` naming the
+    view, its file and BigQuery's message, or with ``strict=False`` is appended to the view's line as
+    ``(does not compile: ...)`` (what ``leadflow local up`` shows when, say, an old persistent table lacks a
+    column).
+    """
+    from google.api_core.exceptions import Conflict, GoogleAPICallError, NotFound
+    from google.cloud import bigquery
+
+    report = []
+    views = load_views()
+    for view in views:
+        ref = f"{project}.{dataset}.{view.name}"
+        sql = view.sql(project, dataset)
+        wanted = bigquery.Table(ref)
+        wanted.view_query = sql
+        wanted.view_use_legacy_sql = False
+        wanted.description = view.question
+        try:
+            existing = client.get_table(ref)
+        except NotFound:
+            existing = None
+        if existing is None:
+            try:
+                client.create_table(wanted)
+                report.append(f"created view {ref}")
+                continue
+            except Conflict:
+                existing = client.get_table(ref)
+        if existing.table_type != "VIEW":
+            raise ViewError(f"{ref} exists as a {existing.table_type}, not a view; left alone")
+        if existing.view_query == sql and existing.description == view.question:
+            report.append(f"existing view {ref}")
+            continue
+        existing.view_query = sql
+        existing.view_use_legacy_sql = False
+        existing.description = view.question
+        client.update_table(existing, ["view_query", "view_use_legacy_sql", "description"])
+        report.append(f"updated view {ref}")
+    if validate:
+        config = bigquery.QueryJobConfig(dry_run=True, use_query_cache=False)
+        for i, view in enumerate(views):
+            try:
+                client.query(f"SELECT * FROM `{project}.{dataset}.{view.name}`", job_config=config)
+            except GoogleAPICallError as e:
+                problem = f"does not compile: {e.message}"
+                if strict:
+                    raise ViewError(f"view {view.name} ({view.path.name}) {problem}") from e
+                report[i] += f" ({problem})"
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m schemas.views", description=__doc__.splitlines()[0])
+    parser.add_argument("--project", required=True)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--create", action="store_true", help="create or update the views (else print their SQL)")
+    args = parser.parse_args(argv)
+    if not args.create:
+        for view in load_views():
+            print(f"-- view {args.project}.{args.dataset}.{view.name}\n{view.sql(args.project, args.dataset)}")
+        return 0
+    from infra.bigquery_emulator import client_for
+
+    try:
+        for line in ensure_views(client_for(args.project), args.project, args.dataset):
+            print(line)
+    except ViewError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
