@@ -138,9 +138,14 @@ def pid_alive(pid: int) -> bool:
 
 
 def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    """Whether something listens on host:port. A connect to a free port in the ephemeral range can succeed
+    by connecting to itself (TCP simultaneous open, when the kernel picks that very port as the source):
+    that is not a listener."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
-        return s.connect_ex((host, port)) == 0
+        if s.connect_ex((host, port)) != 0:
+            return False
+        return s.getsockname() != s.getpeername()
 
 
 STACK_MARKER = "LEADFLOW_STACK_HOME"  # set in the environment of every process a stack starts

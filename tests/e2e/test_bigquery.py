@@ -13,7 +13,8 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import date
+from dataclasses import replace
+from datetime import date, timedelta
 from pathlib import Path
 
 import apache_beam as beam
@@ -42,7 +43,9 @@ from transforms.messages import dead_letter
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 ID_COLUMN = {"leads": "lead_id", "lead_events": "event_id", "lead_source_history": "event_id",
-             "dead_letters": "message_id", "source_daily_counts": "source_id"}
+             "dead_letters": "message_id", "source_daily_counts": "source_id",
+             "lead_assignments": "assignment_event_id", "agent_status": "agent_id",
+             "source_registrations": "source_id", "lead_outcomes": "lead_id"}
 
 
 # --------------------------------------------------------------------------------------
@@ -69,6 +72,28 @@ def sample_records() -> dict[str, list]:
         "source_daily_counts": [SourceDailyCounts(
             source_id="meta_lead_ads", event_date=date(2026, 11, 20), events=2, new_leads=1, cross_source=0,
             duplicates=1, replays=0, is_final=True, pane_index=0, computed_at=T0)],
+        **routing_records(decisions[0].lead),
+    }
+
+
+def routing_records(first_lead) -> dict[str, list]:
+    """Assignment history, an agent status change, a registration and an outcome for one lead, made by the
+    pipeline's own routing functions."""
+    from schemas.records import LeadOutcome
+    from transforms.enrich import registration_for
+    from transforms.reference import load_reference
+    from transforms.routing import AGENT_STATUS, ASSIGNMENT, TeamState, dispatch_lead, expire, route_lead
+
+    ref, state, sla = load_reference(), TeamState(), timedelta(seconds=120)
+    routed = route_lead(ref, replace(first_lead, state="NY"))
+    outs = dispatch_lead(ref, state, routed, T0, T0, sla) + expire(ref, state, routed.team, T0 + sla, T0, sla)
+    _, (unknown,) = decide_all(None, [lead("m7", "phone:+14155550199", "email:unknown.example", event_s=10)])
+    return {
+        "lead_assignments": [r for k, r in outs if k == ASSIGNMENT],
+        "agent_status": [r for k, r in outs if k == AGENT_STATUS],
+        "source_registrations": [registration_for(unknown.event, 0.3, T0)],
+        "lead_outcomes": [LeadOutcome(lead_id=first_lead.lead_id, converted=True, outcome_at=T0, value=1200.0,
+                                      reported_by="test")],
     }
 
 
