@@ -3,8 +3,11 @@
 Reads inbound lead messages from many providers, parses each with its provider's parser,
 normalizes phones (E.164), e-mails and names, recognises the same person across providers with a
 stateful per-person DoFn, scores each new lead (LightGBM via BentoML or in-process, with a rule-based
-fallback), counts events per source and day, and writes one table per record:
-``leads``, ``lead_events``, ``lead_source_history``, ``dead_letters``, ``source_daily_counts``.
+fallback), enriches it from reference data, routes it to a territory, team and agent (weighted round
+robin, re-assigned when the agent does not accept within the SLA), counts events per source and day,
+and writes one table per record: ``leads``, ``lead_events``, ``lead_source_history``, ``dead_letters``,
+``source_daily_counts``, ``lead_assignments``, ``agent_status``, ``source_registrations``; deliveries
+(one per offer to an agent), manual-review leads and dead letters go to Pub/Sub topics.
 Every input unit (a message, or a row of a CSV upload) ends as exactly one ``lead_events`` row or
 one ``dead_letters`` row.
 
