@@ -37,9 +37,7 @@ lint: $(STAMP)
 # Bounded throughput and memory beside the plain-loop reference, streaming latency on the local stack,
 # and the scorer over HTTP beside the in-process model.
 bench: $(STAMP)
-	$(BIN)/python -m pipelines.bench
-	$(BIN)/python -m pipelines.stream_bench
-	$(BIN)/python -m scoring.bench
+	$(BIN)/python -m pipelines.bench $(BENCH_ARGS)
 
 # Re-resolve every dependency together (one resolver run) after editing requirements.in.
 lock:
@@ -142,3 +140,11 @@ scorer-image: scorer-bento
 	$(call require,SCORER_IMAGE)
 	$(BIN)/bentoml containerize lead_scorer:latest -t $(SCORER_IMAGE)
 	docker push $(SCORER_IMAGE)
+
+# Soak: the streaming pipeline on a local stack (free ports) for SOAK_MINUTES at SOAK_RATE msg/s; zero loss and flat
+# memory (RSS slope), a table and .bench/soak.json; non-zero exit on failure.
+SOAK_MINUTES ?= 10
+SOAK_RATE ?= 3
+.PHONY: soak
+soak: $(STAMP)
+	$(BIN)/python -m pipelines.soak --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE)

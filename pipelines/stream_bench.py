@@ -7,9 +7,13 @@ While publishing, it polls the BigQuery emulator every ``--poll`` seconds for ne
 minus its Pub/Sub publish time (so the poll interval bounds the resolution).
 
 A rate is *sustained* when the rows of the step all land within ``--drain`` seconds after the step
-ends and the backlog (published minus landed) did not grow over the second half of the step.
+ends, the backlog (published minus landed) did not grow from the middle to the last third of the step (mean
+backlog up by more than 25% of a third's messages: it fills for about one latency, then stays flat while the
+pipeline keeps up), and the median
+latency did not grow (stays within max(2 s, 50%) of the first step's). Rates are stepped up until one is
+not sustained; the last sustained one is the result.
 
-    python -m pipelines.stream_bench --rates 10,25,50,100 --seconds 20
+    python -m pipelines.stream_bench --rates 2,5,10,20,30,50,100 --seconds 30
 
 The dedup hold (``--dedup_hold_seconds``) is part of the latency by design: events wait for it so
 earlier events of the same person can arrive. Results go to ``.bench/stream.json``.
@@ -86,14 +90,22 @@ def run_step(publisher, topic, messages, rate, seconds, landing, poll, drain) ->
     drain_s = time.monotonic() - drain_started
     landed = len(landing.seen) - len(before)
     latencies = [landing.seen[u] for u in set(landing.seen) - before]
-    half = [b for t, b in backlog if t >= publish_s / 2]
-    growing = len(half) >= 2 and half[-1] - half[0] > max(5, rate * poll * 2)
+    # the backlog fills for about one latency (the dedup hold alone is 5 s), then stays flat while the pipeline
+    # keeps up, with a saw-tooth from the runner's bundles: "growing" = the mean backlog over the last third of
+    # the step exceeds the middle third's by more than 25% of what was published in a third (and 8 units)
+    third = publish_s / 3
+    mid = [b for t, b in backlog if third <= t < 2 * third]
+    last = [b for t, b in backlog if t >= 2 * third]
+    half = last
+    slope = (sum(last) / len(last) - sum(mid) / len(mid)) / third if mid and last and third > 0 else 0.0
+    growing = slope * third > max(8.0, 0.25 * rate * third)
     return {
         "rate": rate, "messages": len(ids), "units": units, "landed": landed, "publish_seconds": round(publish_s, 1),
         "drain_seconds": round(drain_s, 1), "latency_p50_s": round(percentile(latencies, 50), 2),
         "latency_p99_s": round(percentile(latencies, 99), 2),
         "latency_max_s": round(max(latencies), 2) if latencies else None,
-        "backlog_end_of_step": half[-1] if half else None, "backlog_growing": growing,
+        "backlog_end_of_step": half[-1] if half else None, "backlog_growth_per_s": round(slope, 2),
+        "backlog_growing": growing,
         "sustained": landed >= units and not growing and drain_s < drain,
         "throughput_units_per_s": round(landed / (publish_s + drain_s), 1),
     }
@@ -108,8 +120,10 @@ def _units(data: bytes, attrs: dict) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rates", default="10,25,50,100", help="comma-separated messages/s, one step each")
-    ap.add_argument("--seconds", type=float, default=20, help="length of each step")
+    ap.add_argument("--rates", default=None, help="comma-separated messages/s, one step each, stepped up until "
+                    "one is not sustained (default 2,5,10,20,30,50,100; --quick: 10,25)")
+    ap.add_argument("--seconds", type=float, default=None, help="length of each step (default 30; --quick: 15)")
+    ap.add_argument("--quick", action="store_true", help="two short steps (a smoke run)")
     ap.add_argument("--poll", type=float, default=0.5, help="BigQuery poll interval (latency resolution)")
     ap.add_argument("--drain", type=float, default=60, help="seconds a step may take to land after publishing")
     ap.add_argument("--dedup_hold_seconds", type=float, default=5)
@@ -120,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     from infra import local_stack
     from infra.bigquery_emulator import client_for
 
+    args.rates = args.rates or ("10,25" if args.quick else "2,5,10,20,30,50,100")
+    args.seconds = args.seconds or (15 if args.quick else 30)
     rates = [float(r) for r in args.rates.split(",")]
     total = int(sum(r * args.seconds for r in rates)) + 10
     BENCH_DIR.mkdir(exist_ok=True)
@@ -155,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         for rate in rates:
             print(f"rate {rate:g} messages/s for {args.seconds:g} s ...", flush=True)
             r = run_step(publisher, cfg.topic("input"), messages, rate, args.seconds, landing, args.poll, args.drain)
+            # latency growing: the median clearly above the first (slowest-rate) step's, i.e. queueing
+            base = results[0]["latency_p50_s"] if results else r["latency_p50_s"]
+            r["latency_growing"] = r["latency_p50_s"] > base + max(2.0, 0.5 * base)
+            r["sustained"] = r["sustained"] and not r["latency_growing"]
             results.append(r)
             print(f"  landed {r['landed']}/{r['units']} units; latency p50 {r['latency_p50_s']} s, "
                   f"p99 {r['latency_p99_s']} s; drain {r['drain_seconds']} s; "

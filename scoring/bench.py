@@ -5,11 +5,12 @@ Trains a model on generated history into a private BentoML store (``.bench/bento
 client at batch sizes 1, 32 and 256: rows/s and p50/p99 latency per call. Also reports the model's
 validation AUC beside the generator's ceiling. Results go to ``.bench/scorer.json``.
 
-    python -m scoring.bench
+    python -m scoring.bench [--quick] [--train_only]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -26,15 +27,30 @@ from scoring.handlers import format_measurements, load_local_scorer, measure_in_
 BENCH_DIR = Path(".bench")
 
 
-def main() -> int:
+def train_model(rows: int = 20000):
+    """Train the scorer on generated history into the private store ``.bench/bentoml``: (tag, result, history)."""
     home = (BENCH_DIR / "bentoml").resolve()
     os.environ.update(BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="true")
-    df = history.generate_history(20000, seed=0)
+    df = history.generate_history(rows, seed=0)
     result = train.train(df)
     tag = str(train.save(result, BENCH_DIR / "model", bentoml_home=str(home)))
     print(f"model {tag}: valid AUC {result.metrics['valid_auc']:.4f}, ceiling (true probability) "
           f"{result.metrics['ceiling_auc']:.4f}", flush=True)
+    return tag, result, df
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Scorer benchmark: BentoML over HTTP vs in-process LightGBM")
+    ap.add_argument("--quick", action="store_true", help="fewer calls per batch size (a smoke run)")
+    ap.add_argument("--train_only", action="store_true", help="only train the model into .bench/bentoml")
+    args = ap.parse_args(argv)
+    home = (BENCH_DIR / "bentoml").resolve()
+    tag, result, df = train_model(5000 if args.quick else 20000)
+    if args.train_only:
+        (BENCH_DIR / "model.json").write_text(json.dumps({"model": tag, "store": str(home / "models")}) + "\n")
+        return 0
     rows = [features_for(r) for r in df.tail(4096).to_dict("records")]
+    sizing = {"min_calls": 5, "max_rows": 512} if args.quick else {}
 
     port = free_port()
     log = (BENCH_DIR / "scorer.log").open("wb")
@@ -53,15 +69,16 @@ def main() -> int:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError(f"bentoml serve did not start; see {BENCH_DIR / 'scorer.log'}") from None
                 time.sleep(0.5)
-        http = measure_scorer(url, rows)
-        local = measure_in_process(load_local_scorer(tag, str(home / "models")), rows)
+        http = measure_scorer(url, rows, **sizing)
+        local = measure_in_process(load_local_scorer(tag, str(home / "models")), rows, **sizing)
     finally:
         from infra.local_stack import stop_pid
 
         stop_pid(server.pid)
         log.close()
     print(format_measurements(http, local))
-    report = {"model": tag, "valid_auc": result.metrics["valid_auc"], "ceiling_auc": result.metrics["ceiling_auc"],
+    report = {"model": tag, "store": str(home / "models"), "valid_auc": result.metrics["valid_auc"],
+              "ceiling_auc": result.metrics["ceiling_auc"],
               "http": http, "in_process": local}
     (BENCH_DIR / "scorer.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"written {BENCH_DIR / 'scorer.json'}")

@@ -83,13 +83,12 @@ def phone_metadata(phone_e164: str) -> tuple[str, str | None, str | None, tuple[
     return phone_facts(phone_e164)[:4]
 
 
-def enrich_lead(lead: Lead, ref: ReferenceData, unverified_reliability: float) -> Lead:
-    """The lead with every enrichment column filled from ``ref`` and the offline databases."""
+def enrichment(lead: Lead, ref: ReferenceData, unverified_reliability: float) -> dict:
+    """The enrichment columns of ``lead`` (field -> value) from ``ref`` and the offline databases."""
     source = ref.sources.sources.get(lead.primary_source)
     geo = zip_geo(lead.country, lead.postal_code)
     phone = phone_metadata(lead.phone_e164) if lead.phone_e164 else (None, None, None, ())
-    return dataclasses.replace(
-        lead,
+    return dict(
         source_verified=source is not None,
         source_reliability=source.reliability if source is not None else unverified_reliability,
         geo_city=geo[0] if geo else None, geo_state=geo[1] if geo else None,
@@ -97,6 +96,11 @@ def enrich_lead(lead: Lead, ref: ReferenceData, unverified_reliability: float) -
         phone_type=phone[0], phone_carrier=phone[1], phone_region=phone[2], phone_timezones=list(phone[3]),
         email_domain_class=EMAIL_CLASSES[int(email_domain_class(lead.email))] if lead.email else None,
     )
+
+
+def enrich_lead(lead: Lead, ref: ReferenceData, unverified_reliability: float) -> Lead:
+    """The lead with every enrichment column filled from ``ref`` and the offline databases."""
+    return dataclasses.replace(lead, **enrichment(lead, ref, unverified_reliability))
 
 
 def registration_for(event: LeadEvent, reliability: float, now: datetime) -> SourceRegistration:

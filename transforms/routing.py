@@ -112,11 +112,41 @@ def team_for(ref: ReferenceData, territory: str | None, tier: str | None) -> str
     return ref.teams.get((territory, tier or "*")) or ref.teams.get((territory, "*"))
 
 
+def routing_columns(ref: ReferenceData, lead: Lead) -> dict:
+    """territory, territory_match and team of ``lead`` (field -> value)."""
+    territory, match = resolve_territory(ref, lead.country, lead.postal_code, lead.state, lead.phone_e164)
+    return {"territory": territory, "territory_match": match, "team": team_for(ref, territory, lead.priority_tier)}
+
+
 def route_lead(ref: ReferenceData, lead: Lead) -> Lead:
     """The lead with territory, territory_match and team set (agent assignment comes later)."""
-    territory, match = resolve_territory(ref, lead.country, lead.postal_code, lead.state, lead.phone_e164)
-    return dataclasses.replace(lead, territory=territory, territory_match=match,
-                               team=team_for(ref, territory, lead.priority_tier))
+    return dataclasses.replace(lead, **routing_columns(ref, lead))
+
+
+def evolve(record: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` for the plain record dataclasses (not frozen, no ``__post_init__``, every field
+    an ``__init__`` argument), where it gives the same object: a shallow copy with ``changes`` set. Five times
+    cheaper (replace re-runs ``__init__`` over Lead's 40 fields: ~9 µs against ~2 µs, and the dispatcher
+    copies each lead up to three times); other dataclasses go through ``dataclasses.replace``."""
+    if type(record) not in _PLAIN:
+        return dataclasses.replace(record, **changes)
+    unknown = changes.keys() - _PLAIN[type(record)]
+    if unknown:  # what dataclasses.replace would refuse, refused here too
+        raise TypeError(f"{type(record).__name__} has no fields {sorted(unknown)}")
+    new = object.__new__(type(record))
+    state = new.__dict__
+    state.update(record.__dict__)
+    state.update(changes)
+    return new
+
+
+def _is_plain(cls: type) -> bool:
+    params = cls.__dataclass_params__
+    return (not params.frozen and not hasattr(cls, "__post_init__") and not hasattr(cls, "__slots__")
+            and all(f.init for f in dataclasses.fields(cls)))
+
+
+_PLAIN = {c: frozenset(f.name for f in dataclasses.fields(c)) for c in (Lead,) if _is_plain(c)}
 
 
 # --------------------------------------------------------------------------------------
@@ -204,9 +234,8 @@ def _step(lead: Lead | None, action: str, attempt: int, at: datetime, now: datet
 def manual_review(lead: Lead, reason: str, at: datetime, now: datetime, attempt: int = 1,
                   first: bool = True) -> list[Output]:
     """A lead no agent can take: the manual-review queue, with the reason (and its leads row when first)."""
-    reviewed = dataclasses.replace(lead, routing_status="manual_review", routing_reason=reason,
-                                   agent_id=None, routed_at=at) if first else \
-        dataclasses.replace(lead, routing_reason=reason, agent_id=None)
+    reviewed = evolve(lead, routing_status="manual_review", routing_reason=reason, agent_id=None, routed_at=at) \
+        if first else evolve(lead, routing_reason=reason, agent_id=None)
     out: list[Output] = [(MANUAL_REVIEW, reviewed), (ASSIGNMENT, _step(lead, "manual_review", attempt, at, now,
                                                                         reason=reason))]
     return [(LEAD, reviewed), *out] if first else out
@@ -219,9 +248,8 @@ def _offer(ref: ReferenceData, state: TeamState, lead: Lead, at: datetime, now: 
     if agent is None:
         return manual_review(lead, "no_available_agent", at, now, attempt, first=first)
     deadline = at + sla if sla is not None else None
-    assigned = dataclasses.replace(lead, agent_id=agent.agent_id)
-    if first:
-        assigned = dataclasses.replace(assigned, routing_status="assigned", routed_at=at)
+    assigned = evolve(lead, agent_id=agent.agent_id, routing_status="assigned", routed_at=at) if first else \
+        evolve(lead, agent_id=agent.agent_id)
     if sla is not None:  # without an SLA nothing can accept or expire it: nothing to keep
         state.pending[lead.lead_id] = Pending(assigned, agent.agent_id, attempt, deadline, (*offered, agent.agent_id))
     out: list[Output] = [(DELIVERY, assigned),

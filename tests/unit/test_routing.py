@@ -250,3 +250,13 @@ def test_enrichment_fills_geo_phone_email_and_source_columns():
 def test_lead_repr_hides_personal_data():
     text = repr(lead(phone_e164="+12125550123", email="jane@example.com", full_name="Jane Roe"))
     assert "+12125550123" not in text and "jane@" not in text and "Jane" not in text and "lead_id='L1'" in text
+
+
+def test_evolve_copies_like_dataclasses_replace_and_refuses_unknown_fields():
+    from transforms.routing import evolve
+
+    original = lead(state="NY")
+    copy = evolve(original, team="t", agent_id="a")
+    assert copy == dataclasses.replace(original, team="t", agent_id="a") and original.team is None
+    with pytest.raises(TypeError, match="no fields"):
+        evolve(original, tema="t")
