@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 from infra.processes import stop_process
+from pipelines import generate
 from pipelines.summary import format_summary, summarize
 
 # Shortened so the demo does not wait a minute: the dedup hold and the daily-count early panes.
@@ -90,9 +90,7 @@ def sample_messages(input_file: Path) -> list[tuple[bytes, dict[str, str]]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-            data = base64.b64decode(obj["data_base64"]) if "data_base64" in obj else obj.get("data", "").encode()
-            out.append((data, dict(obj.get("attributes") or {})))
+            out.append(generate.publishable(line))
         except (ValueError, AttributeError):
             out.append((line, {}))
     return out

@@ -108,6 +108,25 @@ def _bad_message(kind: str, rng: random.Random, person: Person) -> dict[str, Any
     raise ValueError(kind)
 
 
+PUBLISHABLE_BAD_KINDS = tuple(k for k in BAD_KINDS if k not in ("not_a_message_line", "oversize"))
+
+
+def publishable(line: str | bytes) -> tuple[bytes, dict[str, str]]:
+    """An input-file message line as a provider publishes it: (data bytes, attributes)."""
+    obj = json.loads(line)
+    data = base64.b64decode(obj["data_base64"]) if "data_base64" in obj else obj.get("data", "").encode()
+    return data, dict(obj.get("attributes") or {})
+
+
+def generated_messages(n: int, seed: int, bad_share: float = 0.0,
+                       bad_kinds: tuple[str, ...] = PUBLISHABLE_BAD_KINDS) -> tuple[list[tuple[bytes, dict]], Manifest]:
+    """``n`` generated messages ready to publish (bad kinds that only make sense in a file left out), with
+    their ground truth."""
+    manifest = Manifest()
+    lines = generate(n, seed=seed, bad_share=bad_share, bad_kinds=bad_kinds, manifest=manifest)
+    return [publishable(line) for line in lines], manifest
+
+
 def generate(
     n_messages: int,
     *,

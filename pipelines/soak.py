@@ -20,7 +20,6 @@ Prints a table, writes ``.bench/soak.json`` and exits non-zero when a check fail
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import subprocess
@@ -32,8 +31,6 @@ from collections import Counter
 from pathlib import Path
 
 from pipelines import generate
-
-BAD_KINDS = tuple(k for k in generate.BAD_KINDS if k not in ("not_a_message_line", "oversize"))
 
 
 def rss_mb(pid: int) -> float:
@@ -64,16 +61,6 @@ def slope_per_min(points: list[tuple[float, float]]) -> float:
     return 0.0 if var == 0 else 60 * sum((t - mx) * (v - my) for t, v in points) / var
 
 
-def messages(n: int, seed: int, bad_share: float) -> tuple[list[tuple[bytes, dict]], generate.Manifest]:
-    manifest = generate.Manifest()
-    out = []
-    for line in generate.generate(n, seed=seed, bad_share=bad_share, bad_kinds=BAD_KINDS, manifest=manifest):
-        obj = json.loads(line)
-        data = base64.b64decode(obj["data_base64"]) if "data_base64" in obj else obj.get("data", "").encode()
-        out.append((data, dict(obj.get("attributes") or {})))
-    return out, manifest
-
-
 def scalar(client, sql: str) -> int:
     return next(iter(client.query(sql).result()))[0] or 0
 
@@ -91,7 +78,7 @@ def soak(args: argparse.Namespace, out=print) -> dict:
     from infra.processes import free_port, stop_process
 
     n_total = max(1, int(args.rate * args.minutes * 60))
-    msgs, manifest = messages(n_total, args.seed, args.bad_share)
+    msgs, manifest = generate.generated_messages(n_total, args.seed, args.bad_share)
     home = Path(tempfile.mkdtemp(prefix="leadflow-soak-"))
     cfg = local_stack.StackConfig(pubsub_port=free_port(), bigquery_port=free_port(),
                                   bigquery_grpc_port=free_port(), scorer_port=free_port(), home=home)

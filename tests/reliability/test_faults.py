@@ -27,8 +27,6 @@ tests/unit/*fuzz*.
 
 from __future__ import annotations
 
-import base64
-import json
 import random
 import time
 from collections import Counter
@@ -43,20 +41,9 @@ from tests.reliability.conftest import Run, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.reliability]
 
-OK_KINDS = tuple(k for k in generate.BAD_KINDS if k not in ("not_a_message_line", "oversize"))
 
 
 # --- the two sides -----------------------------------------------------------------------------------------------
-
-
-def generated(n: int, seed: int, bad_share: float = 0.0) -> tuple[list[tuple[bytes, dict]], generate.Manifest]:
-    manifest = generate.Manifest()
-    messages = []
-    for line in generate.generate(n, seed=seed, bad_share=bad_share, bad_kinds=OK_KINDS, manifest=manifest):
-        obj = json.loads(line)
-        data = base64.b64decode(obj["data_base64"]) if "data_base64" in obj else obj.get("data", "").encode()
-        messages.append((data, dict(obj.get("attributes") or {})))
-    return messages, manifest
 
 
 def send(run: Run, batch: str, messages: list[tuple[bytes, dict]], manifest: generate.Manifest | None = None,
@@ -154,7 +141,7 @@ def poison() -> list[tuple[str, bytes, dict, str | None]]:
 def test_poison_messages_become_dead_letters_and_the_stream_flows_on(run):
     cases = poison()
     ids = send(run, "poison", [(data, attrs) for _, data, attrs, _ in cases])
-    messages, manifest = generated(40, seed=101, bad_share=0.1)
+    messages, manifest = generate.generated_messages(40, seed=101, bad_share=0.1)
     send(run, "after_poison", messages, manifest)  # published after the poison: must flow on
     r = wait_accounted(run)
     events = {e["message_id"]: e for e in in_batch(run, "poison", r["events"])}
@@ -186,7 +173,7 @@ def test_poison_messages_become_dead_letters_and_the_stream_flows_on(run):
 def test_scorer_killed_midstream_falls_back_then_model_scores_resume(run):
     pid = local_stack.load_state(run.cfg)["scorer"].pid
     kill_tree(pid)
-    messages, manifest = generated(30, seed=202)
+    messages, manifest = generate.generated_messages(30, seed=202)
     send(run, "scorer_down", messages, manifest)
     r = wait_accounted(run)
     check_invariant(run, r)
@@ -197,7 +184,7 @@ def test_scorer_killed_midstream_falls_back_then_model_scores_resume(run):
     local_stack.up(run.cfg, out=lines.append)
     assert any(line.startswith("stale: scorer") for line in lines), lines
     assert any(line.startswith("scorer: started") for line in lines), lines
-    messages, manifest = generated(30, seed=303)
+    messages, manifest = generate.generated_messages(30, seed=303)
     send(run, "scorer_back", messages, manifest)
     r = wait_accounted(run)
     check_invariant(run, r)
@@ -210,7 +197,7 @@ def test_scorer_killed_midstream_falls_back_then_model_scores_resume(run):
 
 
 def test_bigquery_unavailable_for_10s_then_everything_written_once(run):
-    messages, manifest = generated(30, seed=404)
+    messages, manifest = generate.generated_messages(30, seed=404)
     run.bq_proxy.cut()
     try:
         cut_at = time.monotonic()
@@ -234,7 +221,7 @@ def test_bigquery_unavailable_for_10s_then_everything_written_once(run):
 def test_redelivery_storm_no_duplicate_leads_or_events(run):
     from google.cloud import pubsub_v1
 
-    messages, manifest = generated(30, seed=505)
+    messages, manifest = generate.generated_messages(30, seed=505)
     subscriber = pubsub_v1.SubscriberClient()
     sub = run.cfg.subscription("leads-in-pipeline")
     lapsed: set[str] = set()
