@@ -148,6 +148,24 @@ def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
         return s.getsockname() != s.getpeername()
 
 
+def listener(port: int) -> str:
+    """Who listens on ``port`` (pid and program), for error messages; 'unknown' when the system won't say."""
+    import psutil
+
+    try:
+        for c in psutil.net_connections(kind="tcp"):
+            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN:
+                if c.pid is None:
+                    return "pid unknown"
+                try:
+                    return f"pid {c.pid}: {' '.join(psutil.Process(c.pid).cmdline()[:4])}"
+                except psutil.Error:
+                    return f"pid {c.pid}"
+        return "no listening socket found; a connection to it succeeded"
+    except psutil.Error:
+        return "unknown"
+
+
 STACK_MARKER = "LEADFLOW_STACK_HOME"  # set in the environment of every process a stack starts
 
 
@@ -330,10 +348,12 @@ def _start(cfg: StackConfig, name: str, args: list[str]) -> tuple[Service, subpr
 
 def up(cfg: StackConfig, out=print) -> dict[str, Service]:
     services = load_state(cfg)
+    stale = set()
     for name, svc in list(services.items()):
         if not pid_alive(svc.pid):
             out(f"stale: {name} (pid {svc.pid}) from an earlier run is gone; starting it again")
             del services[name]
+            stale.add(name)
     known = {s.pid for s in services.values()}
     strays = {pid: svc for pid, svc in our_emulator_processes(cfg).items() if pid not in known}
     for pid, svc in strays.items():
@@ -352,8 +372,13 @@ def up(cfg: StackConfig, out=print) -> dict[str, Service]:
             out(f"{name}: already running (pid {services[name].pid}) on {cfg.host}:{port}")
             continue
         if port_open(cfg.host, port):
-            raise StackError(f"port {port} is in use by another program; stop it or choose another port "
-                             f"(leadflow local up --{name}_port N)")
+            if name in stale:  # our crashed service's port: give the kernel a moment to release it
+                deadline = time.monotonic() + 10
+                while port_open(cfg.host, port) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+            if port_open(cfg.host, port):
+                raise StackError(f"port {port} is in use by another program ({listener(port)}); stop it or "
+                                 f"choose another port (leadflow local up --{name}_port N)")
         if name == "scorer":
             tag = ensure_scorer_model(cfg, out)
             out(f"  scorer model: {tag}")
