@@ -43,6 +43,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
+from infra.pubsub_emulator.client import lift_emulator_message_limit
 from pipelines.dataflow import apply_dataflow_defaults
 from pipelines.options import LeadflowOptions
 from schemas.derive import to_row
@@ -296,6 +297,8 @@ def run(argv: list[str] | None = None, save_main_session: bool = False) -> beam.
     opts = options.view_as(LeadflowOptions)
     opts.validate_leadflow()
     apply_dataflow_defaults(options)
+    if not is_dataflow(options):
+        lift_emulator_message_limit()  # 10 MB messages from the local emulator, as from Pub/Sub (see the module)
     if opts.output_dir:
         os.makedirs(opts.output_dir, exist_ok=True)
     p = beam.Pipeline(options=options)

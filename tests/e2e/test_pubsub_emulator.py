@@ -403,3 +403,35 @@ def test_streaming_pull_half_close_and_cancel_do_not_leak_threads(monkeypatch):
         subscriber.close()
     finally:
         emulator.stop()
+
+
+def test_a_10_mb_message_is_pulled_once_the_emulator_message_limit_is_lifted(pubsub_emulator, monkeypatch):
+    """Against the emulator the official client opens a channel with gRPC's 4 MiB receive limit (the production
+    transport has none); Beam's DirectRunner pulls with that client, so one 10 MB message ended a local stream."""
+    from google.pubsub_v1.services.publisher import client as publisher_module
+    from google.pubsub_v1.services.subscriber import client as subscriber_module
+
+    from infra.pubsub_emulator.client import lift_emulator_message_limit
+
+    for module in (publisher_module, subscriber_module):
+        monkeypatch.setattr(module, "grpc", module.grpc)  # restored after the test
+    data = b"x" * 9_900_000  # just under Pub/Sub's 10 MB limit
+
+    def pull_big() -> int:
+        publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+        topic = _topic(publisher)
+        sub = _sub(subscriber, topic)
+        publisher.publish(topic, data).result(timeout=30)
+        try:
+            response = subscriber.pull(subscription=sub, max_messages=10, timeout=30, retry=None)
+            return len(response.received_messages[0].message.data)
+        finally:
+            subscriber.close()
+
+    with pytest.raises(exceptions.ResourceExhausted, match="larger than max"):
+        pull_big()
+    assert lift_emulator_message_limit() is True
+    assert lift_emulator_message_limit() is True  # idempotent
+    assert pull_big() == len(data)
+    monkeypatch.delenv("PUBSUB_EMULATOR_HOST")
+    assert lift_emulator_message_limit() is False

@@ -7,8 +7,8 @@ one-row-per-unit invariant over everything published so far by counting both sid
     published units == lead_events rows + dead_letters rows, every unit id once, every event id once,
     leads rows == distinct people published (one lead per person), every lead id once.
 
-1. poison messages (3.5 MB payload, see below; 10,000-deep JSON, invalid UTF-8, hostile HTML e-mails) then ordinary
-   ones: dead letters for the poison, the ordinary ones flow on;
+1. poison messages (a 9.9 MB payload, 10,000-deep JSON, invalid UTF-8, hostile HTML e-mails) then ordinary ones:
+   dead letters for the poison, the ordinary ones flow on;
 2. the scorer SIGKILLed mid-stream: leads scored by the fallback, counted; restarted by ``local_stack.up``: leads
    published afterwards scored by the model again;
 3. BigQuery unavailable for 10 s (connections refused and reset): the sink retries, every row lands once;
@@ -16,10 +16,9 @@ one-row-per-unit invariant over everything published so far by counting both sid
    consumer lets the ack deadline of a share of them lapse, so they come back late: no duplicate lead or event;
 5. the pipeline's log holds none of the test people's phones, e-mails or names.
 
-A 9.9 MB message is NOT sent: Beam's DirectRunner pulls with a gRPC client limited to 4 MiB per response, and a
-larger pull answer ("Received message larger than max (9900091 vs. 4194304)") ends the streaming pipeline. That is a
-limit of the local runner's Pub/Sub read (Dataflow reads differently); payloads above --max_payload_bytes (1 MB)
-are dead-lettered as ``payload_too_large``, which the 3.5 MB message shows.
+The 9.9 MB message (just under Pub/Sub's 10 MB limit) is above --max_payload_bytes (1 MB), so it is dead-lettered as
+``payload_too_large`` with its first 64 KiB, size and SHA-256. It used to end the local pipeline: against an emulator
+the official client pulls with gRPC's 4 MiB receive limit; see infra/pubsub_emulator/client.py.
 
 Scorer auth (no token / wrong token refused) is covered by tests/e2e/test_scorer_service.py; parser fuzzing by
 tests/unit/*fuzz*.
@@ -124,9 +123,9 @@ HOSTILE_HTML = (
 
 def poison() -> list[tuple[str, bytes, dict, str | None]]:
     """(name, data, attributes, expected error_type or None for any dead letter)."""
-    big = b'{"external_id": "big", "message": "' + b"x" * 3_500_000 + b'"}'
+    big = b'{"external_id": "big", "message": "' + b"x" * 9_900_000 + b'"}'
     return [
-        ("3.5 MB payload", big, {"provider": "api"}, "payload_too_large"),
+        ("9.9 MB payload", big, {"provider": "api"}, "payload_too_large"),
         ("10,000-deep JSON array", b"[" * 10_000 + b"]" * 10_000, {"provider": "api"}, "json_too_deep"),
         ("10,000-deep JSON object", b'{"a":' * 10_000 + b"1" + b"}" * 10_000, {"provider": "meta_lead_ads"}, None),
         ("invalid UTF-8", b'{"external_id": "\xff\xfe\xfd", "phone": "\xc3\x28"}', {"provider": "api"},
