@@ -45,6 +45,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 
 from infra.pubsub_emulator.client import lift_emulator_message_limit
 from pipelines.dataflow import apply_dataflow_defaults
+from pipelines.direct import speed_up_direct_runner
 from pipelines.options import LeadflowOptions
 from schemas.derive import to_row
 from schemas.records import TABLES, DeadLetter, Lead
@@ -299,6 +300,7 @@ def run(argv: list[str] | None = None, save_main_session: bool = False) -> beam.
     apply_dataflow_defaults(options)
     if not is_dataflow(options):
         lift_emulator_message_limit()  # 10 MB messages from the local emulator, as from Pub/Sub (see the module)
+        speed_up_direct_runner()  # the DirectRunner re-inspects every DoFn for every bundle (see pipelines/direct.py)
     if opts.output_dir:
         os.makedirs(opts.output_dir, exist_ok=True)
     p = beam.Pipeline(options=options)

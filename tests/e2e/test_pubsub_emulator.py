@@ -435,3 +435,36 @@ def test_a_10_mb_message_is_pulled_once_the_emulator_message_limit_is_lifted(pub
     assert pull_big() == len(data)
     monkeypatch.delenv("PUBSUB_EMULATOR_HOST")
     assert lift_emulator_message_limit() is False
+
+
+def test_the_direct_runner_reads_up_to_100_waiting_messages_with_the_local_speedups(pubsub_emulator, publisher,
+                                                                                    subscriber):
+    """Beam's DirectRunner pulls 10 messages a read; pipelines.direct lets a read take up to 100 already waiting."""
+    from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator
+
+    from pipelines import direct
+
+    class Transform:  # the runner's cache key for a read step (weak-referenceable)
+        pass
+
+    topic = _topic(publisher)
+    sub = _sub(subscriber, topic)
+    for future in [publisher.publish(topic, f"m{i}".encode()) for i in range(150)]:
+        future.result(timeout=30)
+
+    steps = []  # the runner closes a step's client when the step is garbage-collected
+
+    def read_once() -> int:
+        steps.append(Transform())
+        client = _PubSubReadEvaluator._get_subscriber_client(steps[-1])
+        response = client.pull(subscription=sub, max_messages=10, timeout=30)  # exactly as the runner calls it
+        client.acknowledge(subscription=sub, ack_ids=[m.ack_id for m in response.received_messages])
+        return len(response.received_messages)
+
+    direct.restore()
+    try:
+        assert read_once() == 10
+    finally:
+        direct.speed_up_direct_runner()
+    assert read_once() == direct.PULL_MAX_MESSAGES == 100
+    assert read_once() == 40  # what is waiting; a read does not wait for more
