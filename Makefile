@@ -144,7 +144,7 @@ scorer-image: scorer-bento
 # Soak: the streaming pipeline on a local stack (free ports) for SOAK_MINUTES at SOAK_RATE msg/s; zero loss and flat
 # memory (RSS slope), a table and .bench/soak.json; non-zero exit on failure.
 SOAK_MINUTES ?= 10
-SOAK_RATE ?= 3
+SOAK_RATE ?= 10
 .PHONY: soak
 soak: $(STAMP)
 	$(BIN)/python -m pipelines.soak --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE)

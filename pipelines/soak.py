@@ -1,6 +1,6 @@
 """Soak test: the streaming pipeline on the local stack for N minutes at a steady rate, then zero loss and flat memory.
 
-    python -m pipelines.soak --minutes 10 --rate 3        # or: make soak
+    python -m pipelines.soak --minutes 10 --rate 10       # or: make soak
 
 Starts a local stack (Pub/Sub and BigQuery emulators, BentoML scorer) on free ports in a temporary home, starts
 the streaming pipeline (DirectRunner subprocess) against it, publishes generated messages (with their ground
@@ -215,7 +215,7 @@ def _print_table(r: dict, out=print) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines.soak", description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0, help="publishing time (default 10)")
-    ap.add_argument("--rate", type=float, default=3.0, help="messages per second (default 3)")
+    ap.add_argument("--rate", type=float, default=10.0, help="messages per second (default 10)")
     ap.add_argument("--sample_seconds", type=float, default=10.0, help="RSS sampling period (default 10)")
     ap.add_argument("--bad_share", type=float, default=0.03, help="share of bad messages (default 0.03)")
     ap.add_argument("--seed", type=int, default=11)

@@ -13,7 +13,7 @@ pipeline keeps up), and the median
 latency did not grow (stays within max(2 s, 50%) of the first step's). Rates are stepped up until one is
 not sustained; the last sustained one is the result.
 
-    python -m pipelines.stream_bench --rates 2,5,10,20,30,50,100 --seconds 30
+    python -m pipelines.stream_bench --rates 2,5,10,20,30,50,75,100,150 --seconds 30
 
 The dedup hold (``--dedup_hold_seconds``) is part of the latency by design: events wait for it so
 earlier events of the same person can arrive. Results go to ``.bench/stream.json``.
@@ -121,7 +121,7 @@ def _units(data: bytes, attrs: dict) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default=None, help="comma-separated messages/s, one step each, stepped up until "
-                    "one is not sustained (default 2,5,10,20,30,50,100; --quick: 10,25)")
+                    "one is not sustained (default 2,5,10,20,30,50,75,100,150; --quick: 10,50)")
     ap.add_argument("--seconds", type=float, default=None, help="length of each step (default 30; --quick: 15)")
     ap.add_argument("--quick", action="store_true", help="two short steps (a smoke run)")
     ap.add_argument("--poll", type=float, default=0.5, help="BigQuery poll interval (latency resolution)")
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     from infra import local_stack
     from infra.bigquery_emulator import client_for
 
-    args.rates = args.rates or ("10,25" if args.quick else "2,5,10,20,30,50,100")
+    args.rates = args.rates or ("10,50" if args.quick else "2,5,10,20,30,50,75,100,150")
     args.seconds = args.seconds or (15 if args.quick else 30)
     rates = [float(r) for r in args.rates.split(",")]
     total = int(sum(r * args.seconds for r in rates)) + 10
