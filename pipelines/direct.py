@@ -1,17 +1,17 @@
 """Local runs on Beam's DirectRunner: two per-bundle costs removed, and bigger Pub/Sub reads.
 
-Measured with py-spy on the streaming pipeline at 10 messages/s (docs/performance.md, "Streaming profile"): 62 % of
-the DirectRunner's samples were in ``apache_beam.transforms.userstate.get_dofn_specs``. The runner asks "is this
-DoFn stateful?" four or five times for every bundle of every ParDo (when scheduling it, when starting the bundle,
-when building the DoFnRunner and its signature, when validating it), and each answer calls ``inspect.signature``
-on every method of the DoFn (about 90 names, 0.76 ms). The streaming read hands over at most 10 messages a bundle,
-and the graph has 54 ParDos, so this alone cost about 0.2 s of CPU per bundle.
+Measured with py-spy on the streaming pipeline at 10 messages/s (docs/performance.md, "Profile: the streaming
+DirectRunner"): 62 % of the DirectRunner's samples were in ``apache_beam.transforms.userstate.get_dofn_specs``.
+The runner asks "is this DoFn stateful?" four or five times for every bundle of every ParDo (when scheduling it,
+when starting the bundle, when building the DoFnRunner and its signature, when validating it), and each answer
+calls ``inspect.signature`` on every method of the DoFn (about 90 names, 0.76 ms). The streaming read hands over
+at most 10 messages a bundle, and the graph has 54 ParDos, so this alone cost about 0.2 s of CPU per read.
 
 The answer depends only on the DoFn's class: state and timer specs are declared as default arguments of methods
-defined on the class. :func:`speed_up_direct_runner` memoizes ``get_dofn_specs`` per class. A DoFn whose instance
-holds its own bound methods (``beam.Map(obj.method)`` stores ``obj.method`` as ``process``) is not memoized, and an
-instance attribute that hides a class method (``beam.Map(fn)`` stores the plain function ``fn`` as ``process``,
-which Beam does not inspect) is part of the key, so every DoFn gets the answer Beam itself would give. Errors (a
+defined on the class. :func:`speed_up_direct_runner` memoizes ``get_dofn_specs`` per class. A DoFn instance holding
+its own bound methods (an attribute set to ``obj.method``) is never memoized, and instance attributes that hide
+class attributes (``beam.Map`` stores a plain wrapper function as ``process``, which Beam does not inspect) are
+part of the key, so every DoFn gets the answer Beam itself would give. Errors (a
 DoFn with duplicate state parameters) are raised every time and never cached.
 
 The second cost (25 % of the samples once the first was gone): for every bundle of every ParDo the runner checks
@@ -44,11 +44,11 @@ import weakref
 from typing import Any
 
 from apache_beam.internal import pickler
+from apache_beam.runners.direct import transform_evaluator
+from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator
 from apache_beam.transforms import userstate
 
 _ORIGINAL = userstate.get_dofn_specs
-from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator  # noqa: E402
-
 _ORIGINAL_SUBSCRIBER_CLIENT = _PubSubReadEvaluator.__dict__["_get_subscriber_client"]  # the classmethod object
 _CACHE: dict[tuple[type, tuple[str, ...]], tuple[set, set]] = {}
 _LOCK = threading.Lock()
@@ -126,17 +126,13 @@ def _pulling_more(cls: Any, transform: Any) -> Any:
     return _PullingMore(_ORIGINAL_SUBSCRIBER_CLIENT.__func__(cls, transform))
 
 
-def _modules() -> list[types.ModuleType]:
-    from apache_beam.runners.direct import transform_evaluator  # imports get_dofn_specs by name
-
-    return [userstate, transform_evaluator]  # userstate.is_stateful_dofn looks the name up in its module
+# userstate.is_stateful_dofn looks get_dofn_specs up in its module; transform_evaluator imported it by name.
+_SPECS_USERS = (userstate, transform_evaluator)
 
 
 def speed_up_direct_runner() -> None:
-    """Memoize ``get_dofn_specs`` per DoFn class and serialize each DoFn once (idempotent; see the docstring)."""
-    from apache_beam.runners.direct import transform_evaluator
-
-    for module in _modules():
+    """Memoize ``get_dofn_specs`` per DoFn class, serialize each DoFn once, read up to 100 messages (idempotent)."""
+    for module in _SPECS_USERS:
         module.get_dofn_specs = cached_get_dofn_specs
     if not isinstance(transform_evaluator.pickler, _PicklerSerializingOnce):
         transform_evaluator.pickler = _PicklerSerializingOnce()
@@ -144,9 +140,8 @@ def speed_up_direct_runner() -> None:
 
 
 def restore() -> None:
-    from apache_beam.runners.direct import transform_evaluator
-
-    for module in _modules():
+    """Beam's own behaviour again (tests)."""
+    for module in _SPECS_USERS:
         module.get_dofn_specs = _ORIGINAL
     transform_evaluator.pickler = pickler
     _PubSubReadEvaluator._get_subscriber_client = _ORIGINAL_SUBSCRIBER_CLIENT
