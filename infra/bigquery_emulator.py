@@ -244,6 +244,7 @@ def ensure_dataset_and_tables(project: str, dataset: str, *, client=None, locati
     from google.cloud import bigquery
 
     from schemas.records import TABLES
+    from schemas.views import get_or_create_table
 
     client = client or client_for(project)
     report = []
@@ -263,15 +264,10 @@ def ensure_dataset_and_tables(project: str, dataset: str, *, client=None, locati
     for name in TABLES:
         wanted = table_definition(project, dataset, name)
         ref = f"{ds_ref}.{name}"
-        try:
-            existing = client.get_table(ref)
-        except NotFound:
-            try:
-                client.create_table(wanted)
-                report.append(f"created table {ref}")
-                continue
-            except Conflict:
-                existing = client.get_table(ref)
+        existing = get_or_create_table(client, wanted)
+        if existing is None:
+            report.append(f"created table {ref}")
+            continue
         have, want = _schema_key(existing.schema), _schema_key(wanted.schema)
         if have == want:
             report.append(f"existing table {ref}")

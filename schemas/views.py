@@ -106,6 +106,21 @@ def render(template: str, project: str, dataset: str) -> str:
     return sql.rstrip() + "\n"  # a trailing comment must not swallow what the engine wraps around the query
 
 
+def get_or_create_table(client, wanted):
+    """The existing table or view of ``wanted``'s id, or None after creating ``wanted`` (a creation raced by
+    another caller returns what that caller created). Serves both the tables and the views."""
+    from google.api_core.exceptions import Conflict, NotFound
+
+    try:
+        return client.get_table(wanted.reference)
+    except NotFound:
+        try:
+            client.create_table(wanted)
+            return None
+        except Conflict:
+            return client.get_table(wanted.reference)
+
+
 def ensure_views(client, project: str, dataset: str, *, validate: bool = True, strict: bool = True) -> list[str]:
     """Create or update every view in ``project.dataset``; returns one line per view.
 
@@ -116,7 +131,7 @@ def ensure_views(client, project: str, dataset: str, *, validate: bool = True, s
     ``(does not compile: ...)`` (what ``leadflow local up`` shows when, say, an old persistent table lacks a
     column).
     """
-    from google.api_core.exceptions import Conflict, GoogleAPICallError, NotFound
+    from google.api_core.exceptions import GoogleAPICallError
     from google.cloud import bigquery
 
     report = []
@@ -128,17 +143,10 @@ def ensure_views(client, project: str, dataset: str, *, validate: bool = True, s
         wanted.view_query = sql
         wanted.view_use_legacy_sql = False
         wanted.description = view.question
-        try:
-            existing = client.get_table(ref)
-        except NotFound:
-            existing = None
+        existing = get_or_create_table(client, wanted)
         if existing is None:
-            try:
-                client.create_table(wanted)
-                report.append(f"created view {ref}")
-                continue
-            except Conflict:
-                existing = client.get_table(ref)
+            report.append(f"created view {ref}")
+            continue
         if existing.table_type != "VIEW":
             raise ViewError(f"{ref} exists as a {existing.table_type}, not a view; left alone")
         if existing.view_query == sql and existing.description == view.question:
