@@ -21,10 +21,11 @@ $(STAMP): requirements.lock setup.py
 	@touch $@
 
 demo: $(STAMP)
-	$(BIN)/python -m pipelines.demo
+	$(BIN)/python -m pipelines.dev.demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 test-fast: $(STAMP)
@@ -32,12 +33,13 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check . || true
 
 # Bounded throughput and memory beside the plain-loop reference, streaming latency on the local stack,
 # and the scorer over HTTP beside the in-process model.
 bench: $(STAMP)
-	$(BIN)/python -m pipelines.bench $(BENCH_ARGS)
+	$(BIN)/python -m pipelines.dev.bench $(BENCH_ARGS)
 
 # Re-resolve every dependency together (one resolver run) after editing requirements.in.
 lock:
@@ -64,7 +66,7 @@ clean:
 REGION ?= us-central1
 JOB ?= leadflow
 TEMPLATE = gs://$(BUCKET)/templates/leadflow.json
-TF = terraform -chdir=infra/terraform
+TF = terraform -chdir=infra/deploy/terraform
 PARAMETERS ?= $(shell $(TF) output -raw pipeline_parameters 2>/dev/null)
 SERVICE_ACCOUNT ?= $(shell $(TF) output -raw dataflow_service_account 2>/dev/null)
 require = @test -n "$($(1))" || { echo "error: set $(1)=... (see the variables above and docs/runbook.md)"; exit 2; }
@@ -74,19 +76,19 @@ require = @test -n "$($(1))" || { echo "error: set $(1)=... (see the variables a
 
 # Offline: regenerate what is derived from the code (commit the results).
 terraform-gen: $(STAMP)
-	$(BIN)/python -m infra.terraform_gen
+	$(BIN)/python -m infra.deploy.terraform_gen
 
 flex-template-metadata: $(STAMP)
-	$(BIN)/python -m infra.dataflow.metadata
+	$(BIN)/python -m infra.deploy.dataflow.metadata
 
 stateful-steps: $(STAMP)
-	$(BIN)/python -m infra.dataflow.graph --regen
+	$(BIN)/python -m infra.deploy.dataflow.graph --regen
 
 # Offline: the generated files are current and the production graph's stateful steps are the pinned ones.
 deploy-check: $(STAMP)
-	$(BIN)/python -m infra.terraform_gen --check
-	$(BIN)/python -m infra.dataflow.metadata --check
-	$(BIN)/python -m infra.dataflow.graph --check
+	$(BIN)/python -m infra.deploy.terraform_gen --check
+	$(BIN)/python -m infra.deploy.dataflow.metadata --check
+	$(BIN)/python -m infra.deploy.dataflow.graph --check
 
 terraform-apply: deploy-check
 	$(call require,PROJECT)
@@ -94,11 +96,11 @@ terraform-apply: deploy-check
 	$(TF) init
 	$(TF) apply -var project=$(PROJECT) -var region=$(REGION) -var scorer_image=$(SCORER_IMAGE)
 
-# The launcher image, built by Cloud Build from infra/dataflow/Dockerfile (no local Docker needed).
+# The launcher image, built by Cloud Build from infra/deploy/dataflow/Dockerfile (no local Docker needed).
 flex-template-image: deploy-check
 	$(call require,PROJECT)
 	$(call require,IMAGE)
-	gcloud builds submit --project $(PROJECT) --region $(REGION) --config infra/dataflow/cloudbuild.yaml \
+	gcloud builds submit --project $(PROJECT) --region $(REGION) --config infra/deploy/dataflow/cloudbuild.yaml \
 		--substitutions _IMAGE=$(IMAGE) .
 
 # The template spec (image + parameter metadata) at gs://$(BUCKET)/templates/leadflow.json.
@@ -107,7 +109,7 @@ flex-template-build: deploy-check
 	$(call require,BUCKET)
 	$(call require,IMAGE)
 	gcloud dataflow flex-template build $(TEMPLATE) --project $(PROJECT) --image $(IMAGE) --sdk-language PYTHON \
-		--metadata-file infra/dataflow/metadata.json
+		--metadata-file infra/deploy/dataflow/metadata.json
 
 flex-template-run:
 	$(call require,PROJECT)
@@ -134,7 +136,7 @@ flex-template-update:
 # The scorer's Bento from the model in $BENTOML_HOME (refused when trained on another feature version), then its
 # image (Docker) pushed to Artifact Registry.
 scorer-bento: $(STAMP)
-	$(BIN)/python -m infra.scorer_bento build
+	$(BIN)/python -m infra.deploy.scorer_bento build
 
 scorer-image: scorer-bento
 	$(call require,SCORER_IMAGE)
@@ -147,4 +149,4 @@ SOAK_MINUTES ?= 10
 SOAK_RATE ?= 10
 .PHONY: soak
 soak: $(STAMP)
-	$(BIN)/python -m pipelines.soak --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE)
+	$(BIN)/python -m pipelines.dev.soak --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE)

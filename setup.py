@@ -14,7 +14,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["pipelines*", "transforms*", "scoring*", "schemas*", "infra*"]),
     package_data={
         "transforms.reference_data": ["*.csv"],
-        "pipelines.samples": ["*.jsonl", "*.json"],
+        "pipelines.synthetic.samples": ["*.jsonl", "*.json"],
         "schemas": ["*.sql", "views/*.sql"],
     },
     include_package_data=True,

@@ -1,6 +1,6 @@
 """The ``leadflow`` command.
 
-    leadflow run --input_file=messages.jsonl --output_dir=out/   the lead pipeline (any pipeline option)
+    leadflow run --input_file=messages.jsonl --output_dir=out/   the lead pipeline, locally sped up (any option)
     leadflow generate --messages 100000 --out messages.jsonl     realistic messages + ground truth
     leadflow summary --input_file=... --output_dir=...           what a bounded run produced
     leadflow demo                                                the bundled sample, end to end
@@ -24,11 +24,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     command, rest = argv[0], argv[1:]
     if command == "run":
+        from infra.local import speedups
         from pipelines import lead_pipeline
 
+        if not speedups.is_dataflow(rest):
+            speedups.apply()  # the DirectRunner speed-ups, for local runs only
         return lead_pipeline.main(rest)
     if command == "generate":
-        from pipelines import generate
+        from pipelines.synthetic import generate
 
         return generate.main(rest)
     if command == "train":
@@ -36,18 +39,18 @@ def main(argv: list[str] | None = None) -> int:
 
         return train.main(rest)
     if command == "local":
-        from infra import local_stack
+        from infra.local import stack as local_stack
 
         return local_stack.main(rest)
     if command == "replay-dead-letters":
-        from pipelines import replay
+        from pipelines.ops import replay
 
         return replay.main(rest)
     if command == "demo":
-        from pipelines import demo
+        from pipelines.dev import demo
 
         return demo.main(rest)
-    from pipelines.summary import format_summary, summarize
+    from pipelines.ops.summary import format_summary, summarize
 
     ap = argparse.ArgumentParser(prog="leadflow summary")
     ap.add_argument("--input_file", required=True)

@@ -25,7 +25,7 @@ Flex Template parameter or code) left the option unset:
 use Streaming Engine), so it is only ever switched on, never off.
 
 Stateful step names must not change between versions of a running job (``--update`` matches state by step
-name): see ``infra/dataflow/stateful_steps.txt`` and the runbook (docs/runbook.md).
+name): see ``infra/deploy/dataflow/stateful_steps.txt`` and the runbook (docs/runbook.md).
 """
 
 from __future__ import annotations

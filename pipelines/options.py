@@ -8,16 +8,14 @@ plus the optional ``--delivery_topic`` and ``--dead_letter_topic`` (Pub/Sub).
 from __future__ import annotations
 
 import os
-import re
 
 import phonenumbers
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from schemas.bigquery import parse_dataset
+from schemas.resources import SUBSCRIPTION_PATH, TOPIC_PATH
+from scoring import model_store
 from transforms.parse import DEFAULT_MAX_PAYLOAD_BYTES
-
-_SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
-_TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
-_DATASET = re.compile(r"^[A-Za-z0-9-]+[:.][A-Za-z0-9_]+$")
 
 
 class LeadflowOptions(PipelineOptions):
@@ -58,7 +56,7 @@ class LeadflowOptions(PipelineOptions):
                             "the workers when LEADFLOW_SCORER_TOKEN is not in their environment (Dataflow).")
         g.add_argument("--scorer_retries", type=int, default=3,
                        help="Retries of a failed scorer request before the fallback score is used (default 3).")
-        g.add_argument("--scorer_model", default="lead_scorer:latest", help="Model tag for --scorer=inprocess.")
+        g.add_argument("--scorer_model", default=model_store.LATEST, help="Model tag for --scorer=inprocess.")
         g.add_argument("--scorer_model_store", default=None,
                        help="BentoML model store directory for --scorer=inprocess (default: $BENTOML_HOME/models).")
         g.add_argument("--hot_threshold", type=float, default=0.6, help="Score at or above which a lead is hot.")
@@ -109,14 +107,17 @@ class LeadflowOptions(PipelineOptions):
             raise ValueError("--scorer=bentoml needs --scorer_url (or LEADFLOW_SCORER_URL)")
         if bool(self.input_file) == bool(self.input_subscription):
             raise ValueError("give exactly one input: --input_file (bounded) or --input_subscription (streaming)")
-        if self.input_subscription and not _SUBSCRIPTION.match(self.input_subscription):
+        if self.input_subscription and not SUBSCRIPTION_PATH.match(self.input_subscription):
             raise ValueError("--input_subscription must look like projects/PROJECT/subscriptions/NAME")
         for name in ("delivery_topic", "dead_letter_topic"):
             value = getattr(self, name)
-            if value and not _TOPIC.match(value):
+            if value and not TOPIC_PATH.match(value):
                 raise ValueError(f"--{name} must look like projects/PROJECT/topics/NAME")
-        if self.bq_dataset and not _DATASET.match(self.bq_dataset):
-            raise ValueError("--bq_dataset must look like PROJECT:DATASET or PROJECT.DATASET")
+        if self.bq_dataset:
+            try:
+                parse_dataset(self.bq_dataset)
+            except ValueError as e:
+                raise ValueError(f"--bq_dataset must look like PROJECT:DATASET or PROJECT.DATASET ({e})") from None
         if not self.output_dir and not self.bq_dataset:
             raise ValueError("give an output: --output_dir (files) and/or --bq_dataset (BigQuery)")
         if self.agent_events_file and self.agent_events_subscription:
@@ -124,9 +125,9 @@ class LeadflowOptions(PipelineOptions):
         if self.agent_events_subscription and not self.input_subscription:
             raise ValueError("--agent_events_subscription is for streaming runs; use --agent_events_file with "
                              "--input_file")
-        if self.agent_events_subscription and not _SUBSCRIPTION.match(self.agent_events_subscription):
+        if self.agent_events_subscription and not SUBSCRIPTION_PATH.match(self.agent_events_subscription):
             raise ValueError("--agent_events_subscription must look like projects/PROJECT/subscriptions/NAME")
-        if self.manual_review_topic and not _TOPIC.match(self.manual_review_topic):
+        if self.manual_review_topic and not TOPIC_PATH.match(self.manual_review_topic):
             raise ValueError("--manual_review_topic must look like projects/PROJECT/topics/NAME")
         if self.assignment_sla_seconds <= 0 or self.reference_refresh_seconds <= 0:
             raise ValueError("--assignment_sla_seconds and --reference_refresh_seconds must be positive")

@@ -36,13 +36,19 @@ def doc(description: str, **extra: Any) -> Any:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """How a record is stored in BigQuery: table name, partitioning and clustering."""
+    """How a record is stored in BigQuery: table name, partitioning, clustering, and the row key.
+
+    ``row_key``: the columns whose values identify a row, so a retried insert carries the same ``insertId``
+    (joined with ``:``; with ``row_key_hashed``, the SHA-256 of the values joined with ``|``).
+    """
 
     name: str
     record: type
     partition_field: str
     cluster_fields: tuple[str, ...]
     description: str
+    row_key: tuple[str, ...]
+    row_key_hashed: bool = False
     written_by_pipeline: bool = True  # False: loaded by others (CRM outcomes), the pipeline only reads it
 
 
@@ -289,24 +295,26 @@ class LeadOutcome:
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
-        TableSpec("leads", Lead, "first_seen_at", ("primary_source",), "One row per person (lead)."),
-        TableSpec(
-            "lead_events", LeadEvent, "event_time", ("source_id", "outcome"), "One row per accepted input unit."
-        ),
-        TableSpec(
-            "lead_source_history", SourceHistory, "received_at", ("lead_id",), "Sources that sent each person."
-        ),
-        TableSpec("dead_letters", DeadLetter, "failed_at", ("stage", "error_type"), "Rejected inputs."),
-        TableSpec(
-            "source_daily_counts", SourceDailyCounts, "event_date", ("source_id",), "Daily counts per source."
-        ),
+        TableSpec("leads", Lead, "first_seen_at", ("primary_source",), "One row per person (lead).",
+                  row_key=("lead_id",)),
+        TableSpec("lead_events", LeadEvent, "event_time", ("source_id", "outcome"),
+                  "One row per accepted input unit.", row_key=("event_id",)),
+        TableSpec("lead_source_history", SourceHistory, "received_at", ("lead_id",),
+                  "Sources that sent each person.", row_key=("lead_id", "source_id")),
+        # failed_at is left out of the key: a retried bundle rebuilds the same dead letter with a new failed_at.
+        TableSpec("dead_letters", DeadLetter, "failed_at", ("stage", "error_type"), "Rejected inputs.",
+                  row_key=("message_id", "stage", "error_type", "payload_sha256"), row_key_hashed=True),
+        TableSpec("source_daily_counts", SourceDailyCounts, "event_date", ("source_id",),
+                  "Daily counts per source.", row_key=("source_id", "event_date", "pane_index")),
         TableSpec("lead_assignments", Assignment, "action_at", ("team", "action"),
-                  "Assignment history: who got each lead, accepted, expired, re-assigned."),
-        TableSpec("agent_status", AgentStatus, "changed_at", ("team", "agent_id"), "Agent availability changes."),
+                  "Assignment history: who got each lead, accepted, expired, re-assigned.",
+                  row_key=("assignment_event_id",)),
+        TableSpec("agent_status", AgentStatus, "changed_at", ("team", "agent_id"), "Agent availability changes.",
+                  row_key=("agent_id", "status", "changed_at", "agent_event_id")),
         TableSpec("source_registrations", SourceRegistration, "registered_at", ("provider",),
-                  "Unknown sources registered automatically as unverified."),
+                  "Unknown sources registered automatically as unverified.", row_key=("source_id",)),
         TableSpec("lead_outcomes", LeadOutcome, "outcome_at", ("lead_id",),
                   "Reported lead outcomes (conversions), for source reliability and retraining.",
-                  written_by_pipeline=False),
+                  row_key=("lead_id", "outcome_at"), written_by_pipeline=False),
     )
 }

@@ -33,8 +33,9 @@ from apache_beam.ml.inference.base import (
     RunInference,
 )
 
-TOKEN_ENV = "LEADFLOW_SCORER_TOKEN"
-DEFAULT_MODEL = "lead_scorer:latest"
+from scoring.contract import TOKEN_ENV
+from scoring.model_store import LATEST
+
 METRICS_NAMESPACE = "leadflow.scoring"
 SOURCE_MODEL = "model"
 SOURCE_FALLBACK = "fallback"
@@ -298,7 +299,7 @@ class LocalScorer:
 
 
 def load_local_scorer(
-    model_tag: str = DEFAULT_MODEL, model_store_dir: str | None = None, predict_threads: int = 1
+    model_tag: str = LATEST, model_store_dir: str | None = None, predict_threads: int = 1
 ) -> LocalScorer:
     """Load a booster and its schema from the BentoML model store (the default store, or ``model_store_dir``)."""
     import bentoml
@@ -325,7 +326,7 @@ class InProcessScorerHandler(ModelHandler[Mapping[str, Any], PredictionResult, L
 
     def __init__(
         self,
-        model_tag: str = DEFAULT_MODEL,
+        model_tag: str = LATEST,
         *,
         model_store_dir: str | None = None,
         min_batch_size: int = 1,

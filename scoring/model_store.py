@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 MODEL_NAME = "lead_scorer"
+LATEST = f"{MODEL_NAME}:latest"  # the newest version in the store
 
 
 @contextlib.contextmanager

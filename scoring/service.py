@@ -47,9 +47,9 @@ import bentoml
 import numpy as np
 from pydantic import AfterValidator
 
-MODEL_ENV = "LEADFLOW_SCORER_MODEL"
-DEFAULT_MODEL = "lead_scorer:latest"
-TOKEN_ENV = "LEADFLOW_SCORER_TOKEN"
+from scoring.contract import MODEL_ENV, TOKEN_ENV
+from scoring.model_store import LATEST
+
 MAX_BATCH_ENV = "LEADFLOW_SCORER_MAX_BATCH"
 MAX_LATENCY_ENV = "LEADFLOW_SCORER_MAX_LATENCY_MS"
 PREDICT_THREADS_ENV = "LEADFLOW_SCORER_PREDICT_THREADS"
@@ -270,7 +270,7 @@ class LeadScorer:
     def __init__(self) -> None:
         import bentoml.lightgbm
 
-        tag = os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+        tag = os.environ.get(MODEL_ENV) or LATEST
         self.bento_model = bentoml.models.get(tag)
         self.booster = bentoml.lightgbm.load_model(self.bento_model)
         self.schema = ModelSchema.from_metadata(

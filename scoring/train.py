@@ -2,7 +2,7 @@
 
 Steps:
 
-1. :func:`load_history` reads the history (``scoring.history`` layout: Lead fields, ``sources_count``,
+1. :func:`load_history` reads the history (``pipelines.synthetic.history`` layout: Lead fields, ``sources_count``,
    ``converted``; ``conversion_probability`` when the data is synthetic) from Parquet or BigQuery.
 2. :func:`build_matrix` computes the features row by row with ``scoring.features.features_for``: the very
    function the pipeline and the service call, so training and serving cannot disagree.
@@ -72,7 +72,7 @@ def _quiet(_: str) -> None:
 
 
 def _bigquery_frame(table: str, client, rows_limit: int | None) -> pd.DataFrame:
-    from infra.bigquery_emulator import client_for
+    from schemas.bigquery import client_for
 
     client = client or client_for(table.split(".")[0])
     sql = f"SELECT * FROM `{table}`"
@@ -465,7 +465,7 @@ def summary(result: TrainResult, tag: str | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="leadflow train", description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--parquet", help="history Parquet file (scoring.history layout)")
+    source.add_argument("--parquet", help="history Parquet file (pipelines.synthetic.history layout)")
     source.add_argument("--from_bigquery", metavar="PROJECT.DATASET.TABLE", help="history table in BigQuery")
     parser.add_argument("--out", default="out/model", help="directory for metrics.json and plots")
     parser.add_argument("--rows_limit", type=int, help="use only the most recent N rows")

@@ -1,6 +1,6 @@
-"""Enrich, route and assign: the Beam stage around ``transforms.enrich`` and ``transforms.routing``.
+"""Route and assign: the Beam stage around ``transforms.routing``.
 
-    scored leads --Enrich+Route--> (team, lead) --+                       +--> leads (with routing columns)
+    enriched leads --ToTeam------> (team, lead) --+                       +--> leads (with routing columns)
                                                   +--> Dispatch per team -+--> deliveries (one per offer)
     agent events --Parse--------> (team, event) --+   (SLA timers)        +--> manual_review, lead_assignments,
                                                                           +--> agent_status
@@ -21,26 +21,24 @@ import json
 import logging
 import operator
 import pickle
-import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.transforms import trigger, window
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 from jsonschema import Draft202012Validator
 
-from schemas.derive import json_schema
+from schemas.derive import evolve, json_schema
 from schemas.records import AgentEventPayload, Lead
-from transforms.enrich import enrichment
-from transforms.messages import InputMessage, dead_letter, utcnow
+from transforms.enrich import ReferenceConfig, ReferenceDoFn, reference_side_inputs
+from transforms.messages import InputMessage, dead_letter_for_message, utcnow
 from transforms.parsers.api import _FORMAT_CHECKER
 from transforms.parsers.base import ParseError, load_json_object, parse_timestamp
-from transforms.reference import ReferenceCache, ReferenceData, load_reference
 from transforms.routing import (
     AGENT_STATUS,
     ASSIGNMENT,
@@ -50,7 +48,6 @@ from transforms.routing import (
     AgentEvent,
     TeamState,
     dispatch_lead,
-    evolve,
     expire,
     manual_review,
     on_agent_event,
@@ -106,73 +103,8 @@ class RoutingItemCoder(beam.coders.Coder):
 beam.coders.registry.register_coder(RoutingItem, RoutingItemCoder)
 
 
-class ReferenceConfig:
-    """Where reference data comes from and how often it is reloaded (picklable; loads lazily)."""
-
-    def __init__(self, location: str | None = None, source_registry: str | None = None,
-                 refresh_seconds: float = 0.0, unverified_reliability: float = 0.3):
-        self.location, self.source_registry = location, source_registry
-        self.refresh_seconds, self.unverified_reliability = refresh_seconds, unverified_reliability
-
-    def load(self, _=None) -> ReferenceData:
-        return load_reference(self.location, self.source_registry)
-
-    def cache(self) -> ReferenceCache:
-        """The worker process's cache for this configuration, shared by every DoFn instance (runners may
-        create instances per bundle; the data must not be reloaded for each)."""
-        key = (self.location, self.source_registry, self.refresh_seconds)
-        with _CACHES_LOCK:
-            if key not in _CACHES:
-                _CACHES[key] = ReferenceCache(self.location, self.source_registry, self.refresh_seconds)
-            return _CACHES[key]
-
-
-_CACHES: dict[tuple, ReferenceCache] = {}
-_CACHES_LOCK = threading.Lock()
-
-
-class ReferenceSideInput(beam.PTransform):
-    """The reference data as a singleton side input.
-
-    ``periodic=False``: loaded once (bounded runs). ``periodic=True``: the slowly-updating global-window
-    side input: PeriodicImpulse every ``refresh_seconds`` reloads the tables and a per-element trigger
-    publishes each new version (the pattern Dataflow serves; the DirectRunner's streaming mode cannot run
-    PeriodicImpulse, so local streaming uses ``ReferenceCache`` in the workers instead)."""
-
-    def __init__(self, config: ReferenceConfig, periodic: bool):
-        super().__init__()
-        self.config, self.periodic = config, periodic
-
-    def expand(self, pbegin):
-        if not self.periodic:
-            return pbegin | "Once" >> beam.Impulse() | "Load" >> beam.Map(self.config.load)
-        from apache_beam.transforms.periodicsequence import PeriodicImpulse
-
-        return (
-            pbegin
-            | "Every" >> PeriodicImpulse(fire_interval=self.config.refresh_seconds)
-            | "Load" >> beam.Map(self.config.load)
-            | "Latest" >> beam.WindowInto(window.GlobalWindows(), trigger=trigger.Repeatedly(trigger.AfterCount(1)),
-                                          accumulation_mode=trigger.AccumulationMode.DISCARDING)
-        )
-
-
-class _WithReference(beam.DoFn):
-    """Gets the reference data from the side input when there is one, else from a worker cache."""
-
-    def __init__(self, config: ReferenceConfig):
-        self.config = config
-        self._cache: ReferenceCache | None = None
-
-    def setup(self):
-        self._cache = self.config.cache()
-
-    def reference(self, side: ReferenceData | None) -> ReferenceData:
-        return side if side is not None else self._cache.get()
-
-
-class PrepareRoutingDoFn(_WithReference):
-    """Scored lead -> enriched lead with territory and team, keyed by team; or manual review."""
+class PrepareRoutingDoFn(ReferenceDoFn):
+    """Enriched lead -> the lead with territory and team, keyed by team; or manual review."""
 
     def __init__(self, config: ReferenceConfig, clock: Callable[[], float] | None):
         super().__init__(config)
@@ -182,9 +114,7 @@ class PrepareRoutingDoFn(_WithReference):
 
     def process(self, lead, ref=None):
         ref = self.reference(ref)
-        # one copy of the lead with the enrichment and routing columns (the columns routing reads are not
-        # enrichment columns, so this equals route_lead(ref, enrich_lead(lead, ...)) with one copy, not two)
-        lead = evolve(lead, **enrichment(lead, ref, self.config.unverified_reliability), **routing_columns(ref, lead))
+        lead = evolve(lead, **routing_columns(ref, lead))
         at = lead.first_seen_at if self.clock is None else datetime.fromtimestamp(self.clock(), UTC)
         if lead.team is None:
             self.manual.inc()
@@ -214,7 +144,7 @@ def agent_event_from_message(msg: InputMessage) -> AgentEvent:
                       parse_timestamp(payload["at"], field_name="at"), payload.get("lead_id"))
 
 
-class ParseAgentEventsDoFn(_WithReference):
+class ParseAgentEventsDoFn(ReferenceDoFn):
     """InputMessage -> (team of the agent, event); malformed or unknown-agent events are dead letters."""
 
     def __init__(self, config: ReferenceConfig):
@@ -229,9 +159,8 @@ class ParseAgentEventsDoFn(_WithReference):
                 raise ParseError("unknown_agent", "agent_id is not in the agents reference table")
         except ParseError as e:
             self.bad.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
-                message_id=msg.message_id, data=msg.data, attributes=msg.attributes, publish_time=msg.publish_time,
-                provider="agent_events", stage=AGENT_EVENT_STAGE, error_type=e.error_type, error_message=str(e)))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter_for_message(
+                msg, stage=AGENT_EVENT_STAGE, error_type=e.error_type, error_message=str(e), provider="agent_events"))
             return
         yield agent.team_id, ("agent", ev, ev.at)
 
@@ -241,7 +170,7 @@ def _tagged(outputs):
         yield beam.pvalue.TaggedOutput(kind, record)
 
 
-class DispatchDoFn(_WithReference):
+class DispatchDoFn(ReferenceDoFn):
     """Streaming dispatcher, keyed by team: TeamState in keyed state; a processing-time timer at the
     earliest SLA deadline expires and re-assigns. ``clock`` (seconds since epoch) is the processing-time
     source: time.time normally, a test clock under TestStream (whose processing time starts at 0)."""
@@ -288,7 +217,7 @@ class DispatchDoFn(_WithReference):
         yield from _tagged(outputs)
 
 
-class DispatchGroupsDoFn(_WithReference):
+class DispatchGroupsDoFn(ReferenceDoFn):
     """Bounded dispatcher: one team's leads and agent events, replayed in time order."""
 
     def __init__(self, config: ReferenceConfig, sla_seconds: float | None):
@@ -309,49 +238,50 @@ class DispatchGroupsDoFn(_WithReference):
                 yield from _tagged(on_agent_event(ref, state, team, item, now, self.sla))
 
 
+@dataclass(frozen=True)
+class RoutingConfig:
+    """Where reference data comes from, the acceptance SLA, the mode, and (streaming) the processing-time clock:
+    ``time.time`` normally, a test clock under TestStream (whose processing time starts at 0)."""
+
+    reference: ReferenceConfig
+    sla_seconds: float
+    streaming: bool
+    clock: Callable[[], float] | None = None
+
+
 class RouteAndAssign(beam.PTransform):
-    """Scored leads (+ agent-event messages) -> tagged outputs: lead, delivery, manual_review,
-    assignment, agent_status, dead_letters."""
+    """``{"leads": enriched leads, "agent_events": messages (optional), "reference": reference data (optional)}``
+    -> ``{lead, delivery, manual_review, assignment, agent_status, dead_letters}`` (dead_letters of the agent
+    events; empty without them). Without a ``reference`` input the DoFns read it from their worker cache."""
 
-    def __init__(self, config: ReferenceConfig, sla_seconds: float, streaming: bool, periodic_side_input: bool,
-                 agent_messages: beam.PCollection | None = None, clock: Callable[[], float] | None = None):
+    def __init__(self, config: RoutingConfig):
         super().__init__()
-        self.config, self.sla_seconds, self.streaming = config, sla_seconds, streaming
-        self.periodic, self.clock, self.agent_messages = periodic_side_input, clock, agent_messages
+        self.config = config
 
-    def expand(self, leads):
-        agent_messages = self.agent_messages
-        p = leads.pipeline
-        side = {}
-        if not self.streaming or self.periodic:
-            ref = p | "Reference" >> ReferenceSideInput(self.config, periodic=self.periodic)
-            side = {"ref": beam.pvalue.AsSingleton(ref)}
-        clock = (self.clock or time.time) if self.streaming else None
-        prepared = leads | "EnrichAndRoute" >> beam.ParDo(PrepareRoutingDoFn(self.config, clock), **side) \
+    def expand(self, inputs):
+        c, side = self.config, reference_side_inputs(inputs)
+        clock = (c.clock or time.time) if c.streaming else None
+        prepared = inputs["leads"] | "ToTeam" >> beam.ParDo(PrepareRoutingDoFn(c.reference, clock), **side) \
             .with_output_types(tuple[str, RoutingItem]).with_outputs(*OUTPUTS, main="keyed")
-        keyed = [prepared.keyed]
-        dead = []
-        if agent_messages is not None:
-            events = agent_messages | "ParseAgentEvents" >> beam.ParDo(
-                ParseAgentEventsDoFn(self.config), **side).with_output_types(tuple[str, RoutingItem]).with_outputs(
+        if "agent_events" in inputs:
+            events = inputs["agent_events"] | "ParseAgentEvents" >> beam.ParDo(
+                ParseAgentEventsDoFn(c.reference), **side).with_output_types(tuple[str, RoutingItem]).with_outputs(
                 DEAD_LETTERS, main="keyed")
-            keyed.append(events.keyed)
-            dead.append(events[DEAD_LETTERS])
-        merged = keyed | "ByTeam" >> beam.Flatten() if len(keyed) > 1 else keyed[0]
-        # without agent events nobody can accept, so assignments do not expire
-        sla = self.sla_seconds if agent_messages is not None else None
-        if self.streaming:
-            dispatched = merged | "Dispatch" >> beam.ParDo(
-                DispatchDoFn(self.config, sla, clock)).with_outputs(*OUTPUTS)
+            merged = (prepared.keyed, events.keyed) | "ByTeam" >> beam.Flatten()
+            dead, sla = events[DEAD_LETTERS], c.sla_seconds
+        else:  # nobody can accept, so assignments do not expire
+            merged, sla = prepared.keyed, None
+            dead = inputs["leads"].pipeline | "NoAgentEvents" >> beam.Create([])
+        if c.streaming:
+            dispatched = merged | "Dispatch" >> beam.ParDo(DispatchDoFn(c.reference, sla, clock)).with_outputs(*OUTPUTS)
         else:
             dispatched = (
                 merged
                 | "GroupByTeam" >> beam.GroupByKey()
-                | "Dispatch" >> beam.ParDo(DispatchGroupsDoFn(self.config, sla), **side)
-                .with_outputs(*OUTPUTS)
+                | "Dispatch" >> beam.ParDo(DispatchGroupsDoFn(c.reference, sla), **side).with_outputs(*OUTPUTS)
             )
         out = {kind: (prepared[kind], dispatched[kind]) | f"All/{kind}" >> beam.Flatten() for kind in OUTPUTS}
-        out[DEAD_LETTERS] = dead[0] if dead else None
+        out[DEAD_LETTERS] = dead
         return out
 
 

@@ -11,19 +11,8 @@ One PTransform, two backends, one shared first step::
 Nothing is lost: every prepared row is either inserted or becomes a dead letter.
 
 Row ids (BigQuery ``insertId``, best-effort de-duplication of retried inserts within about a minute)
-are deterministic per table, so a retried bundle re-sends the same ids:
-
-==================== ===============================================================================
-leads                ``lead_id``
-lead_events          ``event_id``
-lead_source_history  ``<lead_id>:<source_id>`` (one row per lead and source)
-dead_letters         ``sha256(message_id | stage | error_type | payload_sha256)`` -- ``failed_at`` is
-                     left out on purpose: it is the time of rejection, so a retried bundle rebuilds
-                     the same dead letter with a new ``failed_at``; the id must stay the same.
-source_daily_counts  ``<source_id>:<event_date>:<pane_index>`` (one row per window firing)
-==================== ===============================================================================
-
-Ids longer than 128 characters are replaced by their SHA-256.
+are deterministic per table, so a retried bundle re-sends the same ids: each table's ``row_key`` in
+``schemas.records.TABLES``. Ids longer than 128 characters are replaced by their SHA-256.
 
 Backend ``"client"`` (DirectRunner, emulator): a batching DoFn buffering up to ``batch_size`` rows (and at
 most ~9 MB of JSON, under insertAll's 10 MB request limit) per table per bundle, flushed when full and in
@@ -44,7 +33,7 @@ Backend ``"beam"`` (Dataflow): Beam's ``WriteToBigQuery`` per table with ``CREAT
   rows whose reason is transient and sends the rest to ``failed_rows_with_errors``
   (``(destination, row, [errors])``), which become dead letters here. ``additional_bq_parameters``
   (DAY partitioning, clustering) only matter when Beam creates a table, which ``CREATE_NEVER`` forbids;
-  they are passed so the definition is in one place (tables come from ``infra.bigquery_emulator
+  they are passed so the definition is in one place (tables come from ``schemas.bigquery
   .ensure_dataset_and_tables`` / Terraform).
 * ``STORAGE_WRITE_API``: a cross-language transform; building the graph needs Beam's Java expansion
   service jar (downloaded from Maven Central on first use). Rows are converted to the Beam Row types it
@@ -75,6 +64,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
+from schemas.bigquery import client_for, parse_dataset
 from schemas.derive import bigquery_schema, columns, to_row
 from schemas.records import TABLES, DeadLetter
 from transforms.messages import dead_letter
@@ -93,29 +83,6 @@ MAX_REQUEST_BYTES = 9_000_000  # insertAll accepts 10 MB per request; keep headr
 TRANSIENT_ROW_REASONS = frozenset({"backendError", "internalError", "timeout", "stopped", "rateLimitExceeded"})
 TRANSIENT_HTTP = frozenset({408, 429, 500, 502, 503, 504})
 
-# Dataset ids: letters, digits, underscores. Project ids: 6-30 chars, optionally "domain:" prefixed.
-_DATASET_RE = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
-_PROJECT_RE = re.compile(r"^(?:[a-z0-9.\-]+:)?[a-z][a-z0-9\-]{4,28}[a-z0-9]$")
-
-
-def parse_dataset(spec: str) -> tuple[str, str]:
-    """``"project:dataset"`` or ``"project.dataset"`` -> ``(project, dataset)``; ValueError explains bad input."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError("BigQuery dataset is empty; expected 'project:dataset' or 'project.dataset'")
-    spec = spec.strip()
-    cut = max(spec.rfind(":"), spec.rfind("."))
-    if cut <= 0 or cut == len(spec) - 1:
-        raise ValueError(f"BigQuery dataset {spec!r}: expected 'project:dataset' or 'project.dataset'")
-    project, dataset = spec[:cut], spec[cut + 1:]
-    if not _DATASET_RE.match(dataset):
-        raise ValueError(f"BigQuery dataset {spec!r}: dataset id {dataset!r} may hold only letters, digits and _")
-    if not _PROJECT_RE.match(project):
-        raise ValueError(
-            f"BigQuery dataset {spec!r}: project id {project!r} must be 6-30 lower-case letters, digits or "
-            "hyphens, start with a letter and not end with a hyphen")
-    return project, dataset
-
-
 # --------------------------------------------------------------------------------------
 # Shared first step
 # --------------------------------------------------------------------------------------
@@ -126,29 +93,14 @@ def _short(row_id: str) -> str:
 
 
 def row_id_for(table: str, row: dict[str, Any]) -> str:
-    """The deterministic insertId of a row (see the module docstring)."""
-    if table == "leads":
-        rid = row["lead_id"]
-    elif table == "lead_events":
-        rid = row["event_id"]
-    elif table == "lead_source_history":
-        rid = f"{row['lead_id']}:{row['source_id']}"
-    elif table == "dead_letters":
-        key = "|".join(str(row[k]) for k in ("message_id", "stage", "error_type", "payload_sha256"))
-        rid = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-    elif table == "source_daily_counts":
-        rid = f"{row['source_id']}:{row['event_date']}:{row['pane_index']}"
-    elif table == "lead_assignments":
-        rid = row["assignment_event_id"]
-    elif table == "agent_status":
-        rid = f"{row['agent_id']}:{row['status']}:{row['changed_at']}:{row['agent_event_id'] or ''}"
-    elif table == "source_registrations":
-        rid = row["source_id"]
-    elif table == "lead_outcomes":
-        rid = f"{row['lead_id']}:{row['outcome_at']}"
-    else:
+    """The deterministic insertId of a row: its table's ``row_key`` (``schemas.records.TableSpec``)."""
+    spec = TABLES.get(table)
+    if spec is None:
         raise ValueError(f"unknown table {table!r}; known: {sorted(TABLES)}")
-    return _short(str(rid))
+    values = ["" if row[k] is None else str(row[k]) for k in spec.row_key]
+    if spec.row_key_hashed:
+        return hashlib.sha256("|".join(values).encode("utf-8", "surrogatepass")).hexdigest()
+    return _short(":".join(values))
 
 
 def prepare_row(record: Any, table: str) -> tuple[str, str, dict[str, Any]]:
@@ -303,8 +255,6 @@ class InsertRowsFn(beam.DoFn):
         self.client = None
 
     def setup(self):
-        from infra.bigquery_emulator import client_for
-
         host = self.emulator_host or os.environ.get("BIGQUERY_EMULATOR_HOST") or None
         self.client = client_for(self.project, host)
 
@@ -496,7 +446,7 @@ class WriteTablesToBigQuery(beam.PTransform):
     """``{table: PCollection of records}`` -> BigQuery; returns a PCollection of sink ``DeadLetter`` records.
 
     ``dataset`` is ``"project:dataset"`` or ``"project.dataset"``; the tables must exist (see
-    ``infra.bigquery_emulator.ensure_dataset_and_tables``). ``backend`` is ``"client"`` (local runs,
+    ``schemas.bigquery.ensure_dataset_and_tables``). ``backend`` is ``"client"`` (local runs,
     emulator) or ``"beam"`` (Dataflow); ``method`` (beam backend) is ``STREAMING_INSERTS`` or
     ``STORAGE_WRITE_API``. ``client_options`` are extra keyword arguments of :class:`InsertRowsFn`
     (``retry_budget_s``, ``initial_backoff_s``, ``request_timeout_s``, ...).

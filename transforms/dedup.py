@@ -265,13 +265,21 @@ class DecideGroupDoFn(beam.DoFn):
         yield from emit(decisions, self.counters)
 
 
+@dataclass(frozen=True)
+class DedupConfig:
+    """How long a new person's first events are held for attribution, and how long a person is remembered."""
+
+    hold_seconds: float = 60.0
+    ttl_days: float = 90.0
+
+
 class DeduplicatePersons(beam.PTransform):
     """NormalizedLead -> LeadEvent (main ``events``), Lead (``leads``), SourceHistory (``history``)."""
 
-    def __init__(self, hold_seconds: float = 60.0, ttl_days: float = 90.0):
+    def __init__(self, config: DedupConfig = DedupConfig()):
         super().__init__()
-        self.hold_seconds = hold_seconds
-        self.ttl_days = ttl_days
+        self.hold_seconds = config.hold_seconds
+        self.ttl_days = config.ttl_days
 
     def expand(self, leads):
         keyed = leads | "KeyByIdentity" >> beam.Map(lambda lead: (lead.identity_key, lead)).with_output_types(

@@ -17,18 +17,21 @@ import dataclasses
 import functools
 import logging
 import re
+import threading
 from datetime import datetime
 
 import apache_beam as beam
 import phonenumbers
 from apache_beam.metrics import Metrics
+from apache_beam.transforms import trigger, window
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from phonenumbers import carrier, geocoder, timezone
 
+from schemas.derive import evolve
 from schemas.records import Lead, LeadEvent, SourceRegistration
 from scoring.features import _PHONE_OTHER, _PHONE_TYPE_CODES, EMAIL_CLASSES, PHONE_TYPES, email_domain_class
 from transforms.messages import utcnow
-from transforms.reference import ReferenceData
+from transforms.reference import ReferenceCache, ReferenceData, load_reference
 
 _log = logging.getLogger(__name__)
 _ZIP5 = re.compile(r"^(\d{5})(?:-?\d{4})?$")
@@ -147,3 +150,97 @@ class RegisterUnknownSources(beam.PTransform):
             | "KeyBySource" >> beam.Map(lambda e: (e.source_id, e))
             | "RegisterOnce" >> beam.ParDo(RegisterSourceDoFn(self.reliability))
         )
+
+
+# --------------------------------------------------------------------------------------
+# Reference data in the pipeline, and the Enrich stage
+# --------------------------------------------------------------------------------------
+
+
+class ReferenceConfig:
+    """Where reference data comes from and how often it is reloaded (picklable; loads lazily)."""
+
+    def __init__(self, location: str | None = None, source_registry: str | None = None,
+                 refresh_seconds: float = 0.0, unverified_reliability: float = 0.3):
+        self.location, self.source_registry = location, source_registry
+        self.refresh_seconds, self.unverified_reliability = refresh_seconds, unverified_reliability
+
+    def load(self, _=None) -> ReferenceData:
+        return load_reference(self.location, self.source_registry)
+
+    def cache(self) -> ReferenceCache:
+        """The worker process's cache for this configuration, shared by every DoFn instance (runners may
+        create instances per bundle; the data must not be reloaded for each)."""
+        key = (self.location, self.source_registry, self.refresh_seconds)
+        with _CACHES_LOCK:
+            if key not in _CACHES:
+                _CACHES[key] = ReferenceCache(self.location, self.source_registry, self.refresh_seconds)
+            return _CACHES[key]
+
+
+_CACHES: dict[tuple, ReferenceCache] = {}
+_CACHES_LOCK = threading.Lock()
+
+
+class ReferenceSideInput(beam.PTransform):
+    """The reference data as a singleton side input.
+
+    ``periodic=False``: loaded once (bounded runs). ``periodic=True``: the slowly-updating global-window
+    side input: PeriodicImpulse every ``refresh_seconds`` reloads the tables and a per-element trigger
+    publishes each new version (the pattern Dataflow serves; the DirectRunner's streaming mode cannot run
+    PeriodicImpulse, so local streaming uses ``ReferenceCache`` in the workers instead)."""
+
+    def __init__(self, config: ReferenceConfig, periodic: bool):
+        super().__init__()
+        self.config, self.periodic = config, periodic
+
+    def expand(self, pbegin):
+        if not self.periodic:
+            return pbegin | "Once" >> beam.Impulse() | "Load" >> beam.Map(self.config.load)
+        from apache_beam.transforms.periodicsequence import PeriodicImpulse
+
+        return (
+            pbegin
+            | "Every" >> PeriodicImpulse(fire_interval=self.config.refresh_seconds)
+            | "Load" >> beam.Map(self.config.load)
+            | "Latest" >> beam.WindowInto(window.GlobalWindows(), trigger=trigger.Repeatedly(trigger.AfterCount(1)),
+                                          accumulation_mode=trigger.AccumulationMode.DISCARDING)
+        )
+
+
+class ReferenceDoFn(beam.DoFn):
+    """Gets the reference data from the side input when there is one, else from a worker cache."""
+
+    def __init__(self, config: ReferenceConfig):
+        self.config = config
+        self._cache: ReferenceCache | None = None
+
+    def setup(self):
+        self._cache = self.config.cache()
+
+    def reference(self, side: ReferenceData | None) -> ReferenceData:
+        return side if side is not None else self._cache.get()
+
+
+def reference_side_inputs(inputs: dict[str, beam.PCollection]) -> dict[str, beam.pvalue.AsSingleton]:
+    """The ``ref`` side input of a stage's DoFns when the graph provides the reference data as a PCollection
+    (``inputs["reference"]``: bounded runs, Dataflow); none when workers read it from their cache."""
+    return {"ref": beam.pvalue.AsSingleton(inputs["reference"])} if "reference" in inputs else {}
+
+
+class EnrichDoFn(ReferenceDoFn):
+    """Lead -> the lead with its enrichment columns."""
+
+    def process(self, lead: Lead, ref=None):
+        yield evolve(lead, **enrichment(lead, self.reference(ref), self.config.unverified_reliability))
+
+
+class EnrichLeads(beam.PTransform):
+    """``{"leads": ..., "reference": ... (optional)}`` -> leads with source, geography, phone and e-mail facts."""
+
+    def __init__(self, config: ReferenceConfig):
+        super().__init__()
+        self.config = config
+
+    def expand(self, inputs):
+        return inputs["leads"] | "Enrich" >> beam.ParDo(EnrichDoFn(self.config), **reference_side_inputs(inputs))

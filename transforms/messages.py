@@ -128,6 +128,15 @@ def dead_letter(
     )
 
 
+def dead_letter_for_message(msg: InputMessage, *, stage: str, error_type: str, error_message: str,
+                            provider: str | None = None) -> DeadLetter:
+    """The dead letter of a whole input message: its bytes, attributes and publish time, and the reason."""
+    return dead_letter(
+        message_id=msg.message_id, data=msg.data, attributes=msg.attributes, publish_time=msg.publish_time,
+        provider=provider or msg.attributes.get("provider"), stage=stage, error_type=error_type,
+        error_message=error_message)
+
+
 def dead_letter_for_line(line: str | bytes, error: Exception) -> DeadLetter:
     raw = line.encode("utf-8", "surrogateescape") if isinstance(line, str) else line
     return dead_letter(

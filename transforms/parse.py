@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.messages import InputMessage, RejectedInput, dead_letter, utcnow
+from transforms.messages import InputMessage, RejectedInput, dead_letter_for_message, utcnow
 from transforms.normalize import Unit
 from transforms.parsers.base import ParseConfig, ParseError
 from transforms.parsers.registry import parse_payload
@@ -107,20 +108,25 @@ class ParseDoFn(beam.DoFn):
         yield from units
 
     def _dead_letter(self, msg, stage, error_type, message, provider):
-        return beam.pvalue.TaggedOutput(self.DEAD_LETTERS, dead_letter(
-            message_id=msg.message_id, data=msg.data, attributes=msg.attributes, publish_time=msg.publish_time,
-            provider=provider or msg.attributes.get("provider"), stage=stage, error_type=error_type,
-            error_message=message,
-        ))
+        return beam.pvalue.TaggedOutput(self.DEAD_LETTERS, dead_letter_for_message(
+            msg, stage=stage, error_type=error_type, error_message=message, provider=provider))
+
+
+@dataclass(frozen=True)
+class ParseStageConfig:
+    """The payload size limit, the Google Ads shared key, and the source registry file (None: the bundled one)."""
+
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    google_ads_key: str | None = None
+    registry_path: str | None = None
 
 
 class ParseMessages(beam.PTransform):
     """InputMessage -> Unit (main ``units``) and DeadLetter (``dead_letters``)."""
 
-    def __init__(self, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, google_ads_key: str | None = None,
-                 registry_path: str | None = None):
+    def __init__(self, config: ParseStageConfig = ParseStageConfig()):
         super().__init__()
-        self.fn = ParseDoFn(max_payload_bytes, google_ads_key, registry_path)
+        self.fn = ParseDoFn(config.max_payload_bytes, config.google_ads_key, config.registry_path)
 
     def expand(self, messages):
         return messages | "ParseMessage" >> beam.ParDo(self.fn).with_outputs(ParseDoFn.DEAD_LETTERS, main="units")

@@ -280,7 +280,7 @@ def load_reference(location: str | None = None, source_registry: str | None = No
     """Load and check all reference tables from a CSV directory (default: bundled) or ``bq://P.D``."""
     version = location or "bundled"
     if location and location.startswith("bq://"):
-        from infra.bigquery_emulator import client_for
+        from schemas.bigquery import client_for
 
         dataset = location[len("bq://"):].replace(":", ".")
         project = dataset.split(".")[0]

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 
 import apache_beam as beam
 
 from schemas.records import Lead
+from scoring import model_store
 from scoring.features import fallback_score, features_for, priority_tier
 
 SCORERS = ("none", "inprocess", "bentoml")
@@ -43,18 +45,33 @@ def make_handler(scorer: str, *, url: str | None, model_tag: str, model_store: s
     raise ValueError(f"unknown scorer {scorer!r}; choose one of {SCORERS}")
 
 
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Which scorer, where it is (``url``: the BentoML service; ``model_tag``/``model_store``: in-process), the tier
+    thresholds, retries, and the Secret Manager secret holding the service's token (Dataflow)."""
+
+    scorer: str
+    url: str | None = None
+    model_tag: str = model_store.LATEST
+    model_store: str | None = None
+    hot: float = 0.6
+    warm: float = 0.3
+    retries: int = 3
+    token_secret: str | None = None
+
+
 class ScoreLeads(beam.PTransform):
     """Lead -> Lead with score, score_source, model_version and priority_tier."""
 
-    def __init__(self, scorer: str, *, url: str | None = None, model_tag: str = "lead_scorer:latest",
-                 model_store: str | None = None, hot: float = 0.6, warm: float = 0.3, retries: int = 3,
-                 token_secret: str | None = None):
+    def __init__(self, config: ScoringConfig):
         super().__init__()
-        if not 0.0 <= warm <= hot <= 1.0:
+        c = config
+        if not 0.0 <= c.warm <= c.hot <= 1.0:
             raise ValueError("tier thresholds need 0 <= --warm_threshold <= --hot_threshold <= 1")
-        self.handler = make_handler(scorer, url=url or os.environ.get("LEADFLOW_SCORER_URL"), model_tag=model_tag,
-                                    model_store=model_store, retries=retries, token_secret=token_secret)
-        self.hot, self.warm = hot, warm
+        self.handler = make_handler(c.scorer, url=c.url or os.environ.get("LEADFLOW_SCORER_URL"),
+                                    model_tag=c.model_tag, model_store=c.model_store, retries=c.retries,
+                                    token_secret=c.token_secret)
+        self.hot, self.warm = c.hot, c.warm
 
     def expand(self, leads):
         from scoring.handlers import ScoreWithFallback

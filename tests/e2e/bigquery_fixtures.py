@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from infra import bigquery_emulator as bqe
-from infra.processes import free_port
+from infra.local import bigquery_emulator as bqe
+from infra.local.processes import free_port
+from schemas import bigquery as bq
 
 PROJECT = "leadflow-test"
 DATASET = "leadflow"
@@ -26,16 +27,16 @@ def bigquery_emulator(tmp_path_factory):
     proc = bqe.start(port=free_port(), grpc_port=free_port(), log_path=log_path, ready_timeout=90)
     TIMINGS["start_s"] = time.monotonic() - t0
     host_port = proc.host_port
-    previous = os.environ.get(bqe.EMULATOR_HOST_ENV)
-    os.environ[bqe.EMULATOR_HOST_ENV] = host_port
+    previous = os.environ.get(bq.EMULATOR_HOST_ENV)
+    os.environ[bq.EMULATOR_HOST_ENV] = host_port
     try:
-        client = bqe.client_for(PROJECT, host_port)
-        TIMINGS["first_ensure"] = bqe.ensure_dataset_and_tables(PROJECT, DATASET, client=client)
+        client = bq.client_for(PROJECT, host_port)
+        TIMINGS["first_ensure"] = bq.ensure_dataset_and_tables(PROJECT, DATASET, client=client)
         client.close()
         yield host_port
     finally:
         if previous is None:
-            os.environ.pop(bqe.EMULATOR_HOST_ENV, None)
+            os.environ.pop(bq.EMULATOR_HOST_ENV, None)
         else:
-            os.environ[bqe.EMULATOR_HOST_ENV] = previous
+            os.environ[bq.EMULATOR_HOST_ENV] = previous
         bqe.stop(proc)

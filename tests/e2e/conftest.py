@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.processes import stop_process
+from infra.local.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,16 +20,16 @@ REPO = Path(__file__).resolve().parents[2]
 def pubsub_emulator() -> Iterator[str]:
     """A Pub/Sub emulator in its own process on a free port; PUBSUB_EMULATOR_HOST points at it.
 
-    Started as ``python -m infra.pubsub_emulator --min-ack-deadline 1`` so tests can watch ack deadlines lapse in
+    Started as ``python -m infra.local.pubsub_emulator --min-ack-deadline 1`` so tests can watch ack deadlines lapse in
     one second. Yields "host:port" and terminates the process at the end of the session.
     """
-    from infra.pubsub_emulator import wait_ready
+    from infra.local.pubsub_emulator import wait_ready
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     address = f"127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "infra.pubsub_emulator", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "infra.local.pubsub_emulator", "--host", "127.0.0.1", "--port", str(port)]
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen([*cmd, "--min-ack-deadline", "1"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         try:

@@ -23,10 +23,10 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from google.cloud import bigquery
 
-from infra import bigquery_emulator as bqe
+from schemas import bigquery as bq
+from schemas.bigquery import view_names
 from schemas.derive import bigquery_schema, to_row
 from schemas.records import TABLES, DeadLetter, SourceDailyCounts
-from schemas.views import view_names
 from tests.e2e.bigquery_fixtures import (
     DATASET,
     PROJECT,
@@ -100,7 +100,7 @@ def routing_records(first_lead) -> dict[str, list]:
 def new_dataset(host_port: str) -> str:
     """A fresh dataset with every table, so tests do not see each other's rows."""
     name = f"t_{uuid.uuid4().hex[:10]}"
-    bqe.ensure_dataset_and_tables(PROJECT, name, client=bqe.client_for(PROJECT, host_port))
+    bq.ensure_dataset_and_tables(PROJECT, name, client=bq.client_for(PROJECT, host_port))
     return name
 
 
@@ -137,7 +137,7 @@ def test_emulator_starts_offline_and_tables_follow_the_records(bigquery_emulator
     assert TIMINGS["first_ensure"] == [f"created dataset {PROJECT}.{DATASET}"] + [
         f"created table {PROJECT}.{DATASET}.{name}" for name in TABLES] + [
         f"created view {PROJECT}.{DATASET}.{name}" for name in view_names()]
-    client = bqe.client_for(PROJECT, bigquery_emulator)
+    client = bq.client_for(PROJECT, bigquery_emulator)
     for name, spec in TABLES.items():
         table = client.get_table(f"{PROJECT}.{DATASET}.{name}")
         got = [(f.name, f.field_type, f.mode, f.description) for f in table.schema]
@@ -157,11 +157,11 @@ def test_emulator_starts_offline_and_tables_follow_the_records(bigquery_emulator
 
 
 def test_ensure_dataset_and_tables_twice_is_harmless(bigquery_emulator):
-    client = bqe.client_for(PROJECT, bigquery_emulator)
+    client = bq.client_for(PROJECT, bigquery_emulator)
     dataset = new_dataset(bigquery_emulator)
     client.insert_rows_json(f"{PROJECT}.{dataset}.source_daily_counts",
                             [to_row(sample_records()["source_daily_counts"][0])])
-    again = bqe.ensure_dataset_and_tables(PROJECT, dataset, client=client)
+    again = bq.ensure_dataset_and_tables(PROJECT, dataset, client=client)
     assert again == [f"existing dataset {PROJECT}.{dataset}"] + [
         f"existing table {PROJECT}.{dataset}.{name}" for name in TABLES] + [
         f"updated view {PROJECT}.{dataset}.{name}" for name in view_names()]  # the emulator hides view queries
@@ -170,7 +170,7 @@ def test_ensure_dataset_and_tables_twice_is_harmless(bigquery_emulator):
 
 def test_emulator_cli_creates_tables_and_stops_on_sigterm(tmp_path):
     port, grpc_port = free_port(), free_port()
-    cmd = [sys.executable, "-m", "infra.bigquery_emulator", "--port", str(port), "--grpc_port", str(grpc_port),
+    cmd = [sys.executable, "-m", "infra.local.bigquery_emulator", "--port", str(port), "--grpc_port", str(grpc_port),
            "--create", "leadflow-cli.leadflow", "--log_path", str(tmp_path / "emu.log")]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -185,7 +185,7 @@ def test_emulator_cli_creates_tables_and_stops_on_sigterm(tmp_path):
                 break
         assert lines and lines[-1].startswith(f"bigquery emulator ready on 127.0.0.1:{port}"), "".join(lines)
         assert f"created table leadflow-cli.leadflow.{next(iter(TABLES))}\n" in lines
-        client = bqe.client_for("leadflow-cli", f"127.0.0.1:{port}")
+        client = bq.client_for("leadflow-cli", f"127.0.0.1:{port}")
         assert {t.table_id for t in client.list_tables("leadflow-cli.leadflow")} == set(TABLES) | set(view_names())
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
@@ -210,7 +210,7 @@ def test_client_backend_writes_every_table(bigquery_emulator):
     records = sample_records()
     result = run_sink(records, sink.WriteTablesToBigQuery(f"{PROJECT}:{dataset}"), "client-every-table")
     assert recorder.take("client-every-table") == []
-    client = bqe.client_for(PROJECT, bigquery_emulator)
+    client = bq.client_for(PROJECT, bigquery_emulator)
     for name, recs in records.items():
         assert count(client, dataset, name) == len(recs), name
         col = ID_COLUMN[name]
@@ -249,7 +249,7 @@ def test_same_rows_twice_the_emulator_ignores_insert_ids(bigquery_emulator):
     assert recorder.take("twice") == []
     event_ids = [e.event_id for e in records["lead_events"]]
     assert [sorted(ids) for _, ids in calls] == [sorted(event_ids)] * 2
-    client = bqe.client_for(PROJECT, bigquery_emulator)
+    client = bq.client_for(PROJECT, bigquery_emulator)
     assert count(client, dataset, "lead_events") == 2 * len(event_ids)  # no insertId de-duplication
     distinct = next(iter(client.query(
         f"SELECT COUNT(DISTINCT event_id) AS n FROM `{PROJECT}.{dataset}.lead_events`").result())).n
@@ -277,7 +277,7 @@ def test_row_bigquery_rejects_becomes_a_dead_letter(bigquery_emulator):
     assert dl.error_message.startswith("invalid")  # BigQuery's reason ...
     assert "Cannot convert value" in dl.error_message  # ... and its message ...
     assert "yesterday" not in dl.error_message and bad_row["message_id"] not in dl.error_message  # ... no values
-    client = bqe.client_for(PROJECT, bigquery_emulator)
+    client = bq.client_for(PROJECT, bigquery_emulator)
     assert count(client, dataset, "lead_events") == len(good) - 1  # the valid rows of the batch are stored
     assert counter(result, "rows_rejected") == 1
     assert counter(result, "rows_inserted") == len(good) - 1
@@ -458,7 +458,7 @@ def test_measure_insert_throughput_and_query_latency(bigquery_emulator):
         insert_s = time.monotonic() - t0
     finally:
         fn.teardown()
-    client = bqe.client_for(PROJECT, bigquery_emulator)
+    client = bq.client_for(PROJECT, bigquery_emulator)
     latencies = []
     for _ in range(5):
         t0 = time.monotonic()
@@ -475,14 +475,14 @@ def test_measure_insert_throughput_and_query_latency(bigquery_emulator):
     ("example.com:my-project:lead_data", ("example.com:my-project", "lead_data")),
 ])
 def test_parse_dataset(spec, want):
-    assert sink.parse_dataset(spec) == want
+    assert bq.parse_dataset(spec) == want
 
 
 @pytest.mark.parametrize("spec", ["", "leadflow", "leadflow-test:", ":leadflow", "leadflow-test.lead-flow",
                                   "Leadflow_Test.leadflow", "p.d"])
 def test_parse_dataset_rejects(spec):
     with pytest.raises(ValueError, match="BigQuery dataset"):
-        sink.parse_dataset(spec)
+        bq.parse_dataset(spec)
 
 
 def test_sink_rejects_bad_configuration():

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from pipelines import lead_pipeline
-from pipelines.demo import sample_path
-from pipelines.summary import read_table
+from pipelines.ops.summary import read_table
+from pipelines.synthetic import history
+from pipelines.synthetic.samples import sample_path
 from schemas.records import Lead
-from scoring import history, model_store, train
+from scoring import model_store, train
 from scoring.features import features_for, priority_tier, vector
 from tests.e2e.scorer_fixtures import ScorerServer, point_bentoml_at
 

@@ -1,4 +1,4 @@
-"""End-to-end tests of infra.pubsub_emulator with the official google-cloud-pubsub client and Beam.
+"""End-to-end tests of infra.local.pubsub_emulator with the official google-cloud-pubsub client and Beam.
 
 The ``pubsub_emulator`` fixture (conftest.py) runs the emulator as a separate process with
 ``--min-ack-deadline 1`` and points PUBSUB_EMULATOR_HOST at it.
@@ -362,8 +362,8 @@ def test_beam_streaming_read_and_write(publisher, subscriber):
 def test_streaming_pull_half_close_and_cancel_do_not_leak_threads(monkeypatch):
     import grpc
 
-    from infra.pubsub_emulator import serve
-    from infra.pubsub_emulator.server import StreamingPullRequest, StreamingPullResponse
+    from infra.local.pubsub_emulator import serve
+    from infra.local.pubsub_emulator.server import StreamingPullRequest, StreamingPullResponse
 
     def readers() -> int:
         return sum(t.name == "streaming-pull-reader" for t in threading.enumerate())
@@ -411,7 +411,7 @@ def test_a_10_mb_message_is_pulled_once_the_emulator_message_limit_is_lifted(pub
     from google.pubsub_v1.services.publisher import client as publisher_module
     from google.pubsub_v1.services.subscriber import client as subscriber_module
 
-    from infra.pubsub_emulator.client import lift_emulator_message_limit
+    from infra.local.pubsub_emulator.client import lift_emulator_message_limit
 
     for module in (publisher_module, subscriber_module):
         monkeypatch.setattr(module, "grpc", module.grpc)  # restored after the test
@@ -439,10 +439,10 @@ def test_a_10_mb_message_is_pulled_once_the_emulator_message_limit_is_lifted(pub
 
 def test_the_direct_runner_reads_up_to_100_waiting_messages_with_the_local_speedups(pubsub_emulator, publisher,
                                                                                     subscriber):
-    """Beam's DirectRunner pulls 10 messages a read; pipelines.direct lets a read take up to 100 already waiting."""
+    """Beam's DirectRunner pulls 10 messages a read; infra.local.direct lets a read take up to 100 already waiting."""
     from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator
 
-    from pipelines import direct
+    from infra.local import direct
 
     class Transform:  # the runner's cache key for a read step (weak-referenceable)
         pass

@@ -1,8 +1,8 @@
 """``leadflow replay-dead-letters`` against the project's real Pub/Sub emulator (its own process, see conftest.py).
 
 Dead letters are made by the pipeline's own code (``transforms.messages.dead_letter``, the BigQuery sink's
-``sink_dead_letter``, ``lead_pipeline.dead_letter_message``) and published to the local stack's topology
-(``infra.local_stack.ensure_pubsub_resources``, in a project of its own per test). The command's ``main`` runs
+``sink_dead_letter``, ``pipelines.io.dead_letter_message``) and published to the local stack's topology
+(``infra.local.stack.ensure_pubsub_resources``, in a project of its own per test). The command's ``main`` runs
 with the official client; the test then reads what reached the input topic and what stayed on the dead-letter
 subscription.
 """
@@ -16,9 +16,9 @@ import uuid
 import pytest
 from google.cloud import pubsub_v1
 
-from infra import local_stack
-from pipelines import replay
-from pipelines.lead_pipeline import dead_letter_message
+from infra.local import stack as local_stack
+from pipelines.io import dead_letter_message
+from pipelines.ops import replay
 from transforms.bigquery_sink import sink_dead_letter
 from transforms.messages import DEAD_LETTER_PAYLOAD_LIMIT, dead_letter
 
@@ -149,7 +149,7 @@ def test_replays_selected_dead_letters_and_leaves_the_rest(stack):
 def test_replays_messages_pubsub_forwarded_and_honours_the_limit(stack):
     cfg, publisher, subscriber, verify = stack
     ops = cfg.subscription("lead-dead-letters-ops")
-    # A subscription of the input topic with a dead-letter policy, as infra/terraform configures the pipeline's.
+    # A subscription of the input topic with a dead-letter policy, as infra/deploy/terraform configures the pipeline's.
     flaky = cfg.subscription("leads-in-flaky")
     subscriber.create_subscription(request={
         "name": flaky, "topic": cfg.topic("input"),

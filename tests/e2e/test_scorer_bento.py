@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from infra import scorer_bento
+from infra.deploy import scorer_bento
 from scoring import model_store
 from scoring.features import FEATURE_VERSION
 from tests.e2e.scorer_fixtures import FEATURES, train_booster

@@ -17,11 +17,12 @@ from collections import Counter
 
 import pytest
 
-from infra import local_stack
-from infra.processes import free_port, stop_process
-from pipelines import generate, lead_pipeline
-from pipelines.demo import count_rows, counted_in_latest_panes, pull_all, sample_messages, wait_accounted
-from pipelines.summary import read_table
+from infra.local import stack as local_stack
+from infra.local.processes import free_port, stop_process
+from pipelines import lead_pipeline
+from pipelines.dev.demo import count_rows, counted_in_latest_panes, pull_all, sample_messages, wait_accounted
+from pipelines.ops.summary import read_table
+from pipelines.synthetic import generate
 
 pytestmark = pytest.mark.e2e
 
@@ -73,12 +74,12 @@ def test_streaming_matches_bounded_and_every_unit_is_accounted(stack, messages_f
 
     log = (tmp_path / "pipeline.log").open("wb")
     args = [*cfg.pipeline_args(), "--dedup_hold_seconds=3", "--early_firing_seconds=5"]
-    pipeline = subprocess.Popen([sys.executable, "-m", "pipelines.lead_pipeline", *args], stdout=log,
+    pipeline = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", *args], stdout=log,
                                 stderr=subprocess.STDOUT, env={**os.environ, **cfg.env()})
     try:
         from google.cloud import pubsub_v1
 
-        from infra.bigquery_emulator import client_for
+        from schemas.bigquery import client_for
 
         publisher = pubsub_v1.PublisherClient()
         futures = [publisher.publish(cfg.topic("input"), data, **attrs) for data, attrs in sample_messages(path)]

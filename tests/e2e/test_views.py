@@ -28,8 +28,7 @@ import numpy as np
 import pytest
 from google.cloud import bigquery
 
-from infra import bigquery_emulator as bqe
-from schemas import views as V
+from schemas import bigquery as bq
 from schemas.derive import to_row
 from schemas.records import (
     TABLES,
@@ -44,8 +43,8 @@ from tests.e2e.bigquery_fixtures import PROJECT, bigquery_emulator  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "pipelines" / "samples" / "messages.jsonl"
-AGENT_EVENTS = REPO / "pipelines" / "samples" / "agent_events.jsonl"
+SAMPLE = REPO / "pipelines" / "synthetic" / "samples" / "messages.jsonl"
+AGENT_EVENTS = REPO / "pipelines" / "synthetic" / "samples" / "agent_events.jsonl"
 
 D1, D2 = date(2026, 11, 20), date(2026, 11, 21)
 T1 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)  # day 1, 10:00 UTC
@@ -189,7 +188,7 @@ def known_rows() -> dict[str, list]:
 
 def new_dataset(client) -> tuple[str, list[str]]:
     name = f"v_{uuid.uuid4().hex[:10]}"
-    return name, bqe.ensure_dataset_and_tables(PROJECT, name, client=client)
+    return name, bq.ensure_dataset_and_tables(PROJECT, name, client=client)
 
 
 def insert(client, dataset: str, table: str, rows: list[dict]) -> None:
@@ -204,7 +203,7 @@ def query(client, dataset: str, view: str, order_by: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def client(bigquery_emulator):
-    c = bqe.client_for(PROJECT, bigquery_emulator)
+    c = bq.client_for(PROJECT, bigquery_emulator)
     yield c
     c.close()
 
@@ -232,7 +231,7 @@ def approx_rows(rows: list[dict]) -> list[dict]:
 
 
 def test_view_files_say_what_they_answer_and_use_only_the_two_placeholders():
-    views = V.load_views()
+    views = bq.load_views()
     assert [v.name for v in views] == [
         "daily_leads_by_source", "dead_letters_daily", "provider_overlap", "score_distribution",
         "source_reliability", "speed_to_lead"]
@@ -243,22 +242,22 @@ def test_view_files_say_what_they_answer_and_use_only_the_two_placeholders():
         tables = set(re.findall(r"`my-project\.my_dataset\.([a-z_]+)`", sql))
         assert tables and tables <= set(TABLES), (view.name, tables)
     with pytest.raises(ValueError, match="invalid BigQuery project"):
-        V.render(views[0].template, "bad project`; DROP", "d")
+        bq.render(views[0].template, "bad project`; DROP", "d")
     with pytest.raises(ValueError, match="unknown placeholder"):
-        V.render("SELECT 1 FROM `{project}.{dataset}.{table}`", "my-project", "d")
+        bq.render("SELECT 1 FROM `{project}.{dataset}.{table}`", "my-project", "d")
 
 
 def test_views_are_created_with_the_tables_and_updated_when_ensured_again(client, world):
     dataset, report = world
-    names = V.view_names()
+    names = bq.view_names()
     assert report[-len(names):] == [f"created view {PROJECT}.{dataset}.{n}" for n in names]
     assert report[: -len(names)] == [f"created dataset {PROJECT}.{dataset}"] + [
         f"created table {PROJECT}.{dataset}.{t}" for t in TABLES]
-    for view in V.load_views():
+    for view in bq.load_views():
         table = client.get_table(f"{PROJECT}.{dataset}.{view.name}")
         assert table.table_type == "VIEW" and table.description == view.question
     # The emulator does not return a view's query, so an existing view is always brought up to date.
-    assert V.ensure_views(client, PROJECT, dataset) == [f"updated view {PROJECT}.{dataset}.{n}" for n in names]
+    assert bq.ensure_views(client, PROJECT, dataset) == [f"updated view {PROJECT}.{dataset}.{n}" for n in names]
 
 
 def test_a_view_that_does_not_compile_is_named_with_the_reason(client):
@@ -266,13 +265,13 @@ def test_a_view_that_does_not_compile_is_named_with_the_reason(client):
     dataset = f"v_{uuid.uuid4().hex[:10]}"
     client.create_dataset(bigquery.Dataset(f"{PROJECT}.{dataset}"))
     for name in TABLES:
-        table = bqe.table_definition(PROJECT, dataset, name)
+        table = bq.table_definition(PROJECT, dataset, name)
         if name == "leads":
             table.schema = [f for f in table.schema if f.name != "source_reliability"]
         client.create_table(table)
-    with pytest.raises(V.ViewError, match=r"source_reliability \(source_reliability.sql\) does not compile"):
-        V.ensure_views(client, PROJECT, dataset)
-    lines = V.ensure_views(client, PROJECT, dataset, strict=False)
+    with pytest.raises(bq.ViewError, match=r"source_reliability \(source_reliability.sql\) does not compile"):
+        bq.ensure_views(client, PROJECT, dataset)
+    lines = bq.ensure_views(client, PROJECT, dataset, strict=False)
     bad = [line for line in lines if "does not compile" in line]
     assert len(bad) == 1 and bad[0].startswith(f"updated view {PROJECT}.{dataset}.source_reliability (")
 
@@ -437,7 +436,7 @@ def test_views_over_the_pipeline_output(client, tmp_path):
     """The bounded pipeline over the sample; its tables loaded; views checked against the manifest."""
     out = tmp_path / "out"
     run = subprocess.run(
-        [sys.executable, "-m", "pipelines.lead_pipeline", f"--input_file={SAMPLE}",
+        [sys.executable, "-m", "pipelines.cli", "run", f"--input_file={SAMPLE}",
          f"--agent_events_file={AGENT_EVENTS}", f"--output_dir={out}"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -24,8 +24,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from infra import bigquery_emulator as bqe
-from scoring import history, model_store
+from schemas import bigquery as bq
+from pipelines.synthetic import history
+from scoring import model_store
 from scoring import train as T
 from tests.e2e.bigquery_fixtures import PROJECT, bigquery_emulator  # noqa: F401
 from tests.e2e.test_views import (
@@ -146,7 +147,7 @@ def test_retrain_notebook_registers_a_better_model_and_only_then(bigquery_emulat
 
     # The same rows from BigQuery train the same model again: not better than the one now served.
     table = f"{PROJECT}.nb_{int(time.time() * 1000)}.lead_history"
-    history.load_bigquery(df, table, client=bqe.client_for(PROJECT, bigquery_emulator))
+    history.load_bigquery(df, table, client=bq.client_for(PROJECT, bigquery_emulator))
     seconds = run("retrain_scorer.ipynb", tmp_path, DATA_SOURCE="bigquery", HISTORY_TABLE=table,
                   OUTPUT_DIR=str(tmp_path / "retrain2"), **common)
     second = json.loads(summary_path.read_text())
@@ -168,7 +169,7 @@ def test_retrain_notebook_registers_a_better_model_and_only_then(bigquery_emulat
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_lead_funnel_notebook_computes_the_known_numbers(bigquery_emulator, tmp_path):
-    dataset, _ = load_known_world(bqe.client_for(PROJECT, bigquery_emulator))
+    dataset, _ = load_known_world(bq.client_for(PROJECT, bigquery_emulator))
     results_path, plots = tmp_path / "funnel.json", tmp_path / "plots"
     seconds = run("lead_funnel.ipynb", tmp_path, PROJECT=PROJECT, DATASET=dataset, START_DATE=D2.isoformat(),
                   END_DATE=D2.isoformat(), EMULATOR_HOST=bigquery_emulator, SAVE_PLOTS_DIR=str(plots),

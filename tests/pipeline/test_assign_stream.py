@@ -14,7 +14,8 @@ from apache_beam.transforms.window import TimestampedValue
 
 from tests.helpers.recorder import Record, take
 from tests.unit.test_routing import lead
-from transforms.assign import ReferenceConfig, RouteAndAssign
+from transforms.assign import RouteAndAssign, RoutingConfig
+from transforms.enrich import ReferenceConfig
 from transforms.messages import InputMessage
 
 T0 = datetime(2026, 11, 18, 15, 0, tzinfo=UTC).timestamp()  # Wednesday 10:00 in New York
@@ -58,8 +59,8 @@ def test_sla_expiry_and_reassignment_with_processing_time_advances():
     name = f"assign-{uuid.uuid4()}"
     p = TestPipeline(options=opts)
     inputs = p | stream
-    out = inputs["leads"] | RouteAndAssign(ReferenceConfig(), SLA, streaming=True, periodic_side_input=False,
-                                           agent_messages=inputs["agents"], clock=FixedClock())
+    config = RoutingConfig(ReferenceConfig(), SLA, streaming=True, clock=FixedClock())
+    out = {"leads": inputs["leads"], "agent_events": inputs["agents"]} | RouteAndAssign(config)
     out["assignment"] | "Steps" >> beam.Map(lambda a: ("step", a.lead_id, a.action, a.attempt, a.agent_id)) \
         | "RecordSteps" >> beam.Map(Record(name))
     out["agent_status"] | "Status" >> beam.Map(lambda s: ("status", s.agent_id, s.status, s.reason)) \

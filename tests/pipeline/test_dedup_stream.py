@@ -11,7 +11,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from tests.helpers.leads import T0, lead
 from tests.helpers.recorder import Record, take
-from transforms.dedup import DeduplicatePersons
+from transforms.dedup import DedupConfig, DeduplicatePersons
 
 BASE = T0.timestamp()
 DAY = 86400
@@ -43,7 +43,7 @@ def same_lead_groups(expected_outcomes, groups):
 def run_stream(stream, matcher, hold=60, ttl_days=90):
     """Run DeduplicatePersons over a TestStream and check its events."""
     p = TestPipeline(options=streaming_options())
-    out = p | stream | DeduplicatePersons(hold_seconds=hold, ttl_days=ttl_days)
+    out = p | stream | DeduplicatePersons(DedupConfig(hold_seconds=hold, ttl_days=ttl_days))
     name = f"dedup-{uuid.uuid4()}"
     out.events | "Triples" >> beam.Map(lambda e: (e.message_id, e.outcome, e.lead_id)) | beam.Map(Record(name))
     result = p.run()
@@ -105,7 +105,7 @@ def test_streaming_and_bounded_executions_agree():
         for i in range(60)
     ] + [lead("m5", key="phone:+14155550005", source="api", event_s=185, publish_s=15, external_id="x5")]
     with TestPipeline(options=PipelineOptions([])) as p:
-        out = p | beam.Create([stamped(ld) for ld in leads]) | DeduplicatePersons(hold_seconds=10_000)
+        out = p | beam.Create([stamped(ld) for ld in leads]) | DeduplicatePersons(DedupConfig(hold_seconds=10_000))
         out.events | beam.Map(lambda e: (e.message_id, e.outcome, e.lead_id)) | beam.Map(Record("bounded"))
     bounded = take("bounded")
     assert len(bounded) == len(leads)

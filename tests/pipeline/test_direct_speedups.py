@@ -1,4 +1,4 @@
-"""pipelines.direct: the DirectRunner's per-bundle DoFn inspection memoized per class, each DoFn serialized once.
+"""infra.local.direct: the DirectRunner's per-bundle DoFn inspection memoized per class, each DoFn serialized once.
 
 Both must give exactly what Beam gives without them, for every DoFn of the pipeline's graph and for the cases the
 memo must not serve (a DoFn that binds its own methods, a DoFn that cannot be pickled)."""
@@ -12,8 +12,9 @@ from apache_beam.runners.direct import transform_evaluator
 from apache_beam.transforms import userstate
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 
-from infra.local_stack import StackConfig
-from pipelines import direct, lead_pipeline
+from infra.local import direct
+from infra.local.stack import StackConfig
+from pipelines import lead_pipeline
 from pipelines.options import LeadflowOptions
 
 

@@ -14,8 +14,8 @@ import jsonschema
 import pytest
 
 from pipelines import lead_pipeline
-from pipelines.demo import agent_events_path, sample_path
-from pipelines.summary import read_table, summarize
+from pipelines.ops.summary import read_table, summarize
+from pipelines.synthetic.samples import agent_events_path, sample_path
 from schemas.derive import json_schema
 from schemas.records import TABLES
 
@@ -181,7 +181,7 @@ def test_google_ads_key_is_enforced_when_configured(tmp_path):
     from datetime import datetime
     from random import Random
 
-    from pipelines.synthetic import random_person, render
+    from pipelines.synthetic.leads import random_person, render
 
     rng = Random(3)
     lines = []

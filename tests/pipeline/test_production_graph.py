@@ -2,11 +2,11 @@
 
 Dataflow submission cannot run offline (even ``--dry_run`` submission reaches for Cloud Storage), so the graph is
 built with ``pipelines.lead_pipeline.build`` exactly as ``run()`` builds it for Dataflow, and ``to_runner_api()``
-is inspected: the stateful steps carry the names pinned in ``infra/dataflow/stateful_steps.txt``, Beam's Pub/Sub
+is inspected: the stateful steps carry the names pinned in ``infra/deploy/dataflow/stateful_steps.txt``, Beam's Pub/Sub
 and BigQuery transforms are the sources and sinks, and nothing local-only (the emulator BigQuery backend, text
 files, TestStream) leaked in.
 
-When a stateful step is renamed ON PURPOSE: ``python -m infra.dataflow.graph --regen`` rewrites the pinned list;
+When a stateful step is renamed ON PURPOSE: ``python -m infra.deploy.dataflow.graph --regen`` rewrites the pinned list;
 running jobs then need ``--update --transform_name_mapping`` (docs/runbook.md), or their state is lost.
 """
 
@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import (
     WorkerOptions,
 )
 
-from infra.dataflow import graph
+from infra.deploy.dataflow import graph
 from pipelines.dataflow import DEFAULT_MAX_WORKERS, SETUP_FILE, apply_dataflow_defaults
 from schemas.derive import bigquery_schema
 from schemas.records import TABLES
@@ -30,7 +30,7 @@ PUBSUB = "apache_beam.io.gcp.pubsub."
 LOCAL_ONLY_FN_CLASSES = {
     "transforms.bigquery_sink.InsertRowsFn",  # the emulator backend (--bq_backend=client)
     "apache_beam.io.iobase._WriteBundleDoFn",  # file sinks (WriteToText of --output_dir)
-    "pipelines.lead_pipeline.ReadMessageLinesDoFn",  # --input_file
+    "pipelines.io.ReadMessageLinesDoFn",  # --input_file
 }
 
 
@@ -49,12 +49,12 @@ def test_stateful_steps_are_the_pinned_ones(built):
     _, proto, _ = built
     names = [s.name for s in graph.stateful_steps(proto)]
     pinned = graph.read_pinned()
-    assert pinned, f"{graph.STATEFUL_STEPS_PATH} is missing or empty: run python -m infra.dataflow.graph --regen"
+    assert pinned, f"{graph.STATEFUL_STEPS_PATH} is missing or empty: run python -m infra.deploy.dataflow.graph --regen"
     assert len(names) == len(set(names))
     assert sorted(names) == sorted(pinned), (
         "stateful step names changed; a running job's --update would lose or reject their state.\n"
         f"  pinned only: {sorted(set(pinned) - set(names))}\n  graph only:  {sorted(set(names) - set(pinned))}\n"
-        "If intended: python -m infra.dataflow.graph --regen, and map old -> new names with "
+        "If intended: python -m infra.deploy.dataflow.graph --regen, and map old -> new names with "
         "--transform_name_mapping when updating (docs/runbook.md).")
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from infra import local_stack
-from infra.processes import free_port, stop_process
+from infra.local import stack as local_stack
+from infra.local.processes import free_port, stop_process
 
 
 class TcpProxy:
@@ -112,7 +112,7 @@ class Run:
         return f"{self.cfg.project}.{self.cfg.dataset}"
 
     def client(self):
-        from infra.bigquery_emulator import client_for
+        from schemas.bigquery import client_for
 
         return client_for(self.cfg.project, self.cfg.bigquery_host)  # direct, never through the proxy
 
@@ -131,7 +131,7 @@ def run(tmp_path_factory) -> Run:
     log = log_path.open("wb")
     args = [*cfg.pipeline_args(), "--dedup_hold_seconds=3", "--early_firing_seconds=5", "--scorer_retries=1"]
     env = {**os.environ, **cfg.env(), "BIGQUERY_EMULATOR_HOST": f"127.0.0.1:{proxy.port}"}
-    pipeline = subprocess.Popen([sys.executable, "-m", "pipelines.lead_pipeline", *args], stdout=log,
+    pipeline = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", *args], stdout=log,
                                 stderr=subprocess.STDOUT, env=env)
     try:
         yield Run(cfg, pipeline, log_path, proxy)

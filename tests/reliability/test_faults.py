@@ -18,7 +18,7 @@ one-row-per-unit invariant over everything published so far by counting both sid
 
 The 9.9 MB message (just under Pub/Sub's 10 MB limit) is above --max_payload_bytes (1 MB), so it is dead-lettered as
 ``payload_too_large`` with its first 64 KiB, size and SHA-256. It used to end the local pipeline: against an emulator
-the official client pulls with gRPC's 4 MiB receive limit; see infra/pubsub_emulator/client.py.
+the official client pulls with gRPC's 4 MiB receive limit; see infra/local/pubsub_emulator/client.py.
 
 Scorer auth (no token / wrong token refused) is covered by tests/e2e/test_scorer_service.py; parser fuzzing by
 tests/unit/*fuzz*.
@@ -33,9 +33,9 @@ from collections import Counter
 import psutil
 import pytest
 
-from infra import local_stack
-from pipelines import generate
-from pipelines.demo import publish
+from infra.local import stack as local_stack
+from pipelines.dev.demo import publish
+from pipelines.synthetic import generate
 from tests.reliability.conftest import Run, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.reliability]

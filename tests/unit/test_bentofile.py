@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from infra import scorer_bento
+from infra.deploy import scorer_bento
+from scoring import model_store
+from scoring.contract import MODEL_ENV
 from scoring.features import FEATURE_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,9 +28,9 @@ def test_bentofile_pins_the_locked_versions():
 
 def test_bentofile_carries_the_model():
     bentofile = scorer_bento.load_bentofile()
-    assert bentofile["models"] == ["lead_scorer:latest"]
+    assert bentofile["models"] == [model_store.LATEST]
     envs = {e["name"]: e["value"] for e in bentofile["envs"]}
-    assert envs["LEADFLOW_SCORER_MODEL"] == "lead_scorer:latest"
+    assert envs[MODEL_ENV] == model_store.LATEST
     assert bentofile["python"]["lock_packages"] is False  # no resolver run against PyPI at build time
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from infra.dataflow import metadata
+from infra.deploy.dataflow import metadata
 from pipelines.options import LeadflowOptions
 
 REPO = Path(__file__).resolve().parents[2]
-DOCKERFILE = REPO / "infra" / "dataflow" / "Dockerfile"
+DOCKERFILE = REPO / "infra" / "deploy" / "dataflow" / "Dockerfile"
 
 
 def _options() -> list[argparse.Action]:
@@ -30,7 +30,7 @@ def _params() -> dict[str, dict]:
 
 def test_metadata_json_is_generated_from_the_options_and_current():
     assert metadata.METADATA_PATH.read_text() == metadata.render(), (
-        "infra/dataflow/metadata.json is stale: run python -m infra.dataflow.metadata")
+        "infra/deploy/dataflow/metadata.json is stale: run python -m infra.deploy.dataflow.metadata")
 
 
 def test_every_option_is_a_documented_parameter():
@@ -114,7 +114,7 @@ def test_dockerfile_launches_the_shim_with_the_setup_file():
     assert re.search(r"^ARG LAUNCHER_BASE=gcr\.io/dataflow-templates-base/python311-template-launcher-base",
                      text, re.M)
     env = dict(re.findall(r"(FLEX_TEMPLATE_PYTHON_\w+)=(\S+)", text))
-    assert env == {"FLEX_TEMPLATE_PYTHON_PY_FILE": "/template/infra/dataflow/main.py",
+    assert env == {"FLEX_TEMPLATE_PYTHON_PY_FILE": "/template/infra/deploy/dataflow/main.py",
                    "FLEX_TEMPLATE_PYTHON_SETUP_FILE": "/template/setup.py"}
     for target in env.values():
         assert (REPO / target.removeprefix("/template/")).is_file(), target
@@ -137,6 +137,6 @@ def _setup_packages() -> set[str]:
 def test_launcher_shim_runs_the_pipeline_main():
     import ast
 
-    tree = ast.parse((REPO / "infra" / "dataflow" / "main.py").read_text())
+    tree = ast.parse((REPO / "infra" / "deploy" / "dataflow" / "main.py").read_text())
     imports = [(n.module, [a.name for a in n.names]) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert ("pipelines.lead_pipeline", ["main"]) in imports

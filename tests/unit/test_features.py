@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.synthetic.history import INTENT_PHRASES, NEUTRAL_MESSAGES, generate_history
 from schemas.records import Lead
 from scoring import features as F
-from scoring.history import INTENT_PHRASES, NEUTRAL_MESSAGES, generate_history
 from scoring.train import build_matrix
 from transforms.parsers.registry import PARSERS
 

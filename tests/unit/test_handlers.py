@@ -19,6 +19,7 @@ from apache_beam.ml.inference.base import PredictionResult, RemoteModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils import retry
 
+from scoring import model_store
 from scoring.handlers import (
     BentoScorerHandler,
     InProcessScorerHandler,
@@ -276,7 +277,7 @@ def test_in_process_handler_on_a_tmp_store(scorer_store):
     results = list(handler.run_inference(rows, model))
     assert {r.model_id for r in results} == {scorer_store.tag}
     np.testing.assert_allclose([r.inference for r in results], booster_scores(scorer_store.booster, rows), rtol=1e-12)
-    latest = load_local_scorer("lead_scorer:latest", scorer_store.model_store_dir)
+    latest = load_local_scorer(model_store.LATEST, scorer_store.model_store_dir)
     assert latest.model_version == scorer_store.tag
     with pytest.raises(ScorerRejectedBatch, match="unknown feature 'bogus'"):
         handler.run_inference([{"bogus": 1.0}], model)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.synthetic import Person
-from pipelines.synthetic_email import PROPERTY_ADDRESSES, SOURCES, render_email
+from pipelines.synthetic.emails import PROPERTY_ADDRESSES, SOURCES, render_email
+from pipelines.synthetic.leads import Person
 from transforms.parsers.base import ParseConfig, ParseError, RawLead
 from transforms.parsers.inbound_email import MAX_MESSAGE_CHARS, MAX_PAYLOAD_BYTES, parse
 from transforms.sources import SourceRegistry

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.synthetic import Person
-from pipelines.synthetic_email import SOURCES, render_email
+from pipelines.synthetic.emails import SOURCES, render_email
+from pipelines.synthetic.leads import Person
 from transforms.parsers.base import ParseConfig, ParseError, RawLead
 from transforms.parsers.inbound_email import MAX_MESSAGE_CHARS, parse
 from transforms.sources import SourceRegistry

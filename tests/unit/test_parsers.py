@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import phonenumbers
 import pytest
 
-from pipelines import synthetic
-from pipelines.synthetic import Person, make_external_id, random_person, render
+from pipelines.synthetic import leads as synthetic
+from pipelines.synthetic.leads import Person, make_external_id, random_person, render
 from transforms.parsers import (
     api,
     csv_upload,

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import synthetic
+from pipelines.synthetic import leads as synthetic
 from transforms.parsers import api, csv_upload, google_ads_lead_form, knowlarity_call, meta_lead_ads, twilio
 from transforms.parsers.base import ParseConfig, ParseError, RawLead
 from transforms.parsers.registry import PARSERS, detect_provider, parse_payload

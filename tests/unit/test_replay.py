@@ -1,11 +1,11 @@
-"""pipelines.replay.interpret: what a message on the dead-letter topic is, without Pub/Sub (the e2e test runs the
+"""pipelines.ops.replay.interpret: what a message on the dead-letter topic is, without Pub/Sub (the e2e test runs the
 command against the emulator)."""
 
 from __future__ import annotations
 
 import json
 
-from pipelines.replay import Replay, Skip, interpret, replay_attributes
+from pipelines.ops.replay import Replay, Skip, interpret, replay_attributes
 from schemas.derive import to_row
 from transforms.messages import dead_letter
 

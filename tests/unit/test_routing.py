@@ -253,7 +253,7 @@ def test_lead_repr_hides_personal_data():
 
 
 def test_evolve_copies_like_dataclasses_replace_and_refuses_unknown_fields():
-    from transforms.routing import evolve
+    from schemas.derive import evolve
 
     original = lead(state="NY")
     copy = evolve(original, team="t", agent_id="a")

@@ -1,8 +1,9 @@
-"""Terraform (infra/terraform) agrees with the code: tables and schemas with ``schemas/``, Pub/Sub with the local stack
-and the pipeline options, views with ``schemas/views``; service accounts hold only least-privilege roles.
+"""Terraform (infra/deploy/terraform) agrees with the code: tables and schemas with ``schemas/``, Pub/Sub with
+``schemas/resources.py`` and the pipeline options, views with ``schemas/views``; service accounts hold only
+least-privilege roles.
 
 Terraform itself is not installed here: the HCL is parsed with python-hcl2 and checked structurally, and the
-generated data file (``python -m infra.terraform_gen``) must equal what the generator produces from the code now.
+generated data file (``python -m infra.deploy.terraform_gen``) must equal what the generator produces from the code now.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Any
 import hcl2
 import pytest
 
-from infra import local_stack, terraform_gen
-from infra.dataflow import graph
+from infra.deploy import terraform_gen
+from infra.deploy.dataflow import graph
 from pipelines.options import LeadflowOptions
-from schemas import views
+from schemas import bigquery as views
+from schemas import resources as names
 from schemas.derive import bigquery_schema
 from schemas.records import TABLES
 
@@ -88,7 +90,7 @@ def _expand_for_each(body: dict, locals_: dict) -> list[str]:
 def test_generated_file_is_what_the_generator_writes_now():
     assert terraform_gen.GENERATED_PATH.read_text() == terraform_gen.render(), (
         f"{terraform_gen.GENERATED_PATH} is stale (a record, table, topic or view changed): "
-        "run python -m infra.terraform_gen and commit the result")
+        "run python -m infra.deploy.terraform_gen and commit the result")
 
 
 def test_generated_tables_match_schemas(generated):
@@ -106,10 +108,10 @@ def test_generated_tables_match_schemas(generated):
 
 
 def test_generated_pubsub_is_the_local_stack(generated):
-    assert generated["topics"] == local_stack.TOPICS
-    assert {n: s["topic"] for n, s in generated["subscriptions"].items()} == local_stack.SUBSCRIPTIONS
+    assert generated["topics"] == names.TOPICS
+    assert {n: s["topic"] for n, s in generated["subscriptions"].items()} == names.SUBSCRIPTIONS
     ordered = {n for n, s in generated["subscriptions"].items() if s["message_ordering"]}
-    assert ordered == {n for n, key in local_stack.SUBSCRIPTIONS.items() if key == "deliveries"}
+    assert ordered == {n for n, key in names.SUBSCRIPTIONS.items() if key == "deliveries"}
 
 
 # --- BigQuery ------------------------------------------------------------------------------------------------------
@@ -194,7 +196,7 @@ def test_pipeline_subscriptions_dead_letter_to_the_dead_letter_topic(tf):
         "dead_letter_topic": '${google_pubsub_topic.topic["dead_letters"].id}',
         "max_delivery_attempts": "${var.max_delivery_attempts}"}
     # The pipeline's dead-letter topic option names that same topic.
-    assert f"--dead_letter_topic={graph._STACK.topic('dead_letters')}" in graph.PRODUCTION_ARGS
+    assert f"--dead_letter_topic={graph.RESOURCES.topic('dead_letters')}" in graph.PRODUCTION_ARGS
     # Pub/Sub's service agent may forward: publisher on the dead-letter topic, subscriber on the sources.
     fwd_topic = tf["resource"][("google_pubsub_topic_iam_member", "dead_letter_forwarder")]
     assert fwd_topic["topic"] == '${google_pubsub_topic.topic["dead_letters"].id}'
@@ -214,17 +216,17 @@ def _option_resources() -> dict[str, str]:
     names = [a.dest for a in parser._actions if a.dest.endswith(("_topic", "_subscription"))]
     given = dict(a[2:].split("=", 1) for a in graph.PRODUCTION_ARGS if "=" in a)
     missing = [n for n in names if n not in given]
-    assert not missing, f"the production launch (infra/dataflow/graph.py) does not set {missing}"
+    assert not missing, f"the production launch (infra/deploy/dataflow/graph.py) does not set {missing}"
     return {n: given[n] for n in names}
 
 
 def test_pipeline_reads_and_publishes_exactly_what_terraform_grants(tf):
     resources = _option_resources()
-    topic_keys = {key for key, name in local_stack.TOPICS.items()
+    topic_keys = {key for key, name in names.TOPICS.items()
                   if any(v.endswith(f"/topics/{name}") for v in resources.values())}
     sub_names = {v.rsplit("/", 1)[1] for v in resources.values() if "/subscriptions/" in v}
     assert sorted(tf["locals"]["pipeline_topics"]) == sorted(topic_keys)
-    assert sub_names == {n for n, key in local_stack.SUBSCRIPTIONS.items()
+    assert sub_names == {n for n, key in names.SUBSCRIPTIONS.items()
                          if key in tf["locals"]["dead_letter_source_topics"]}
     publisher = tf["resource"][("google_pubsub_topic_iam_member", "dataflow_publisher")]
     assert publisher["for_each"] == "${toset(local.pipeline_topics)}"

@@ -1,4 +1,4 @@
-"""scoring.history + scoring.train + scoring.model_store: generate, train from Parquet, save, load back."""
+"""pipelines.synthetic.history + scoring.train + scoring.model_store: generate, train from Parquet, save, load back."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from pipelines.synthetic import history
 from scoring import features as F
-from scoring import history, model_store, train
+from scoring import model_store, train
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +132,7 @@ def test_model_store_round_trip(trained, bentoml_home):
     _, result, _, tag = trained
     assert tag.startswith("lead_scorer:")
     assert os.path.isdir(os.path.join(bentoml_home, "models", "lead_scorer"))
-    booster, metadata = model_store.load_model("lead_scorer:latest", bentoml_home=bentoml_home)
+    booster, metadata = model_store.load_model(model_store.LATEST, bentoml_home=bentoml_home)
     assert model_store.model_tag(bentoml_home=bentoml_home) == tag
     assert metadata["feature_version"] == F.FEATURE_VERSION
     assert metadata["feature_names"] == list(F.FEATURE_NAMES)

@@ -1,0 +1,1 @@
+"""Deployment: Dataflow Flex Template, production graph check, Terraform generation, scorer Bento."""

@@ -1,0 +1,474 @@
+"""The local GCP stack: ``leadflow local up | down | status``.
+
+``up`` starts the project's Pub/Sub emulator, the BigQuery emulator and the BentoML scorer (with a
+model trained on generated history when the store has none) as background processes,
+creates the topics, subscriptions, dataset and tables the pipeline uses, and prints the
+environment to export. It is idempotent: services already running are reused; a state file whose
+processes died (a crashed run) is reported and cleaned; emulator processes of ours that no state
+file knows about are reported (``down`` stops them). ``down`` stops everything it started.
+
+State lives in ``$LEADFLOW_HOME`` (default ``.local/`` in the current directory): ``stack.json``
+and one log file per service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from schemas.resources import DATASET, LOCAL_PROJECT, SUBSCRIPTIONS, TOPICS, Resources
+
+PROJECT = LOCAL_PROJECT
+SERVICE_MODULES = {"pubsub": "infra.local.pubsub_emulator", "bigquery": "infra.local.bigquery_emulator",
+                   "scorer": "bentoml"}
+SCORER_SERVICE = "scoring.service:LeadScorer"
+SCORER_TRAINING_ROWS = 5000  # generated history for the local model when the store has none
+
+
+class StackError(RuntimeError):
+    """Something the user must fix (a port taken by another program, a service that died)."""
+
+
+@dataclass
+class StackConfig:
+    host: str = "127.0.0.1"
+    pubsub_port: int = 8085
+    bigquery_port: int = 9050
+    bigquery_grpc_port: int = 9060
+    scorer_port: int = 3000
+    scorer: bool = True
+    project: str = PROJECT
+    dataset: str = DATASET
+    home: Path = field(default_factory=lambda: Path(os.environ.get("LEADFLOW_HOME", ".local")))
+
+    @property
+    def pubsub_host(self) -> str:
+        return f"{self.host}:{self.pubsub_port}"
+
+    @property
+    def bigquery_host(self) -> str:
+        return f"{self.host}:{self.bigquery_port}"
+
+    @property
+    def scorer_url(self) -> str:
+        return f"http://{self.host}:{self.scorer_port}"
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.home / "bentoml"
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(self.project, self.dataset)
+
+    def topic(self, key: str) -> str:
+        return self.resources.topic(key)
+
+    def subscription(self, name: str) -> str:
+        return self.resources.subscription(name)
+
+    def env(self) -> dict[str, str]:
+        env = {
+            "PUBSUB_EMULATOR_HOST": self.pubsub_host,
+            "PUBSUB_PROJECT_ID": self.project,
+            "BIGQUERY_EMULATOR_HOST": self.bigquery_host,
+            "LEADFLOW_PROJECT": self.project,
+            "LEADFLOW_BQ_DATASET": f"{self.project}:{self.dataset}",
+        }
+        if self.scorer:
+            env.update(LEADFLOW_SCORER_URL=self.scorer_url, BENTOML_HOME=str(self.bentoml_home.resolve()))
+        return env
+
+    def pipeline_args(self) -> list[str]:
+        return [
+            "--streaming",
+            *self.resources.pipeline_args(),
+            "--bq_backend=client",
+            *(["--scorer=bentoml", f"--scorer_url={self.scorer_url}"] if self.scorer else []),
+        ]
+
+
+@dataclass
+class Service:
+    name: str
+    pid: int
+    port: int
+    log: str
+    started_at: float
+
+
+# --- processes -------------------------------------------------------------------------------------
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    """Whether something listens on host:port. A connect to a free port in the ephemeral range can succeed
+    by connecting to itself (TCP simultaneous open, when the kernel picks that very port as the source):
+    that is not a listener."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        if s.connect_ex((host, port)) != 0:
+            return False
+        return s.getsockname() != s.getpeername()
+
+
+def listener(port: int) -> str:
+    """Who listens on ``port`` (pid and program), for error messages; 'unknown' when the system won't say."""
+    import psutil
+
+    try:
+        for c in psutil.net_connections(kind="tcp"):
+            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN:
+                if c.pid is None:
+                    return "pid unknown"
+                try:
+                    return f"pid {c.pid}: {' '.join(psutil.Process(c.pid).cmdline()[:4])}"
+                except psutil.Error:
+                    return f"pid {c.pid}"
+        return "no listening socket found; a connection to it succeeded"
+    except psutil.Error:
+        return "unknown"
+
+
+STACK_MARKER = "LEADFLOW_STACK_HOME"  # set in the environment of every process a stack starts
+
+
+def our_emulator_processes(cfg: StackConfig) -> dict[int, str]:
+    """pid -> service for every running emulator process started by this stack (its home), via /proc."""
+    marker = f"{STACK_MARKER}={cfg.home.resolve()}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+        except OSError:
+            continue
+        for service, module in SERVICE_MODULES.items():
+            if b"-m" in cmd and module.encode() in cmd and pid_alive(int(entry.name)):
+                found[int(entry.name)] = service
+    return found
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM the process, its process group and every descendant (bentoml workers start their own
+    sessions); SIGKILL whatever is left after ``timeout``."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)  # each service leads its own session
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=timeout)
+
+
+# --- state -----------------------------------------------------------------------------------------
+
+
+def state_path(cfg: StackConfig) -> Path:
+    return cfg.home / "stack.json"
+
+
+def load_state(cfg: StackConfig) -> dict[str, Service]:
+    path = state_path(cfg)
+    if not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        return {name: Service(**svc) for name, svc in raw.get("services", {}).items()}
+    except (ValueError, TypeError) as e:
+        raise StackError(f"{path} is unreadable ({e}); remove it after stopping any emulators") from None
+
+
+def save_state(cfg: StackConfig, services: dict[str, Service]) -> None:
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    data = {"config": {"host": cfg.host, "project": cfg.project, "dataset": cfg.dataset},
+            "services": {n: asdict(s) for n, s in services.items()}}
+    tmp = state_path(cfg).with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(state_path(cfg))
+
+
+# --- readiness and resources -----------------------------------------------------------------------
+
+
+def wait_for(check, what: str, proc: subprocess.Popen | None, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"{what} exited with code {proc.returncode}; last log lines:\n{_tail(log)}")
+        try:
+            if check():
+                return
+        except Exception as e:  # not ready yet
+            last_error = e
+        time.sleep(0.25)
+    raise StackError(f"{what} not ready after {timeout:.0f} s ({last_error}); last log lines:\n{_tail(log)}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def pubsub_ready(cfg: StackConfig) -> bool:
+    from google.cloud import pubsub_v1
+
+    os.environ["PUBSUB_EMULATOR_HOST"] = cfg.pubsub_host
+    publisher = pubsub_v1.PublisherClient()
+    list(publisher.list_topics(request={"project": f"projects/{cfg.project}"}, timeout=2))
+    return True
+
+
+def scorer_ready(cfg: StackConfig) -> bool:
+    import urllib.request
+
+    with urllib.request.urlopen(cfg.scorer_url + "/readyz", timeout=2) as resp:
+        return resp.status == 200
+
+
+def ensure_scorer_model(cfg: StackConfig, out=print) -> str:
+    """The scorer's model in the stack's BentoML store; trained on generated history when there is none."""
+    from scoring import model_store
+
+    home = str(cfg.bentoml_home.resolve())
+    try:
+        return model_store.model_tag(model_store.LATEST, bentoml_home=home)
+    except Exception:  # no model yet: train one, so the stack scores out of the box
+        pass
+    from pipelines.synthetic import history
+    from scoring import train
+
+    started = time.monotonic()
+    result = train.train(history.generate_history(SCORER_TRAINING_ROWS, seed=1))
+    tag = train.save(result, cfg.home / "model", bentoml_home=home)
+    out(f"  scorer model: trained {tag} on {SCORER_TRAINING_ROWS} generated history rows in "
+        f"{time.monotonic() - started:.0f} s (valid AUC {result.metrics['valid_auc']:.3f}); "
+        "retrain with 'leadflow train'")
+    return str(tag)
+
+
+def bigquery_ready(cfg: StackConfig) -> bool:
+    from schemas.bigquery import client_for
+
+    list(client_for(cfg.project, cfg.bigquery_host).list_datasets(timeout=2))
+    return True
+
+
+def ensure_pubsub_resources(cfg: StackConfig) -> dict[str, str]:
+    """Topics and subscriptions, created when missing. Returns name -> 'created' | 'exists'."""
+    from google.api_core.exceptions import AlreadyExists
+    from google.cloud import pubsub_v1
+
+    os.environ["PUBSUB_EMULATOR_HOST"] = cfg.pubsub_host
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    report = {}
+    for key in TOPICS:
+        try:
+            publisher.create_topic(request={"name": cfg.topic(key)})
+            report[cfg.topic(key)] = "created"
+        except AlreadyExists:
+            report[cfg.topic(key)] = "exists"
+    for name, key in SUBSCRIPTIONS.items():
+        try:
+            subscriber.create_subscription(request={
+                "name": cfg.subscription(name), "topic": cfg.topic(key), "ack_deadline_seconds": 60,
+                "enable_message_ordering": key == "deliveries"})
+            report[cfg.subscription(name)] = "created"
+        except AlreadyExists:
+            report[cfg.subscription(name)] = "exists"
+    subscriber.close()
+    return report
+
+
+# --- commands --------------------------------------------------------------------------------------
+
+
+def _start(cfg: StackConfig, name: str, args: list[str]) -> tuple[Service, subprocess.Popen]:
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    log = cfg.home / f"{name}.log"
+    with log.open("ab") as out:
+        env = {**os.environ, STACK_MARKER: str(cfg.home.resolve()), "BENTOML_DO_NOT_TRACK": "true",
+               "BENTOML_HOME": str(cfg.bentoml_home.resolve())}
+        proc = subprocess.Popen([sys.executable, "-m", SERVICE_MODULES[name], *args], stdout=out, env=env,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    port = {"pubsub": cfg.pubsub_port, "bigquery": cfg.bigquery_port, "scorer": cfg.scorer_port}[name]
+    return Service(name, proc.pid, port, str(log), time.time()), proc
+
+
+def up(cfg: StackConfig, out=print) -> dict[str, Service]:
+    services = load_state(cfg)
+    stale = set()
+    for name, svc in list(services.items()):
+        if not pid_alive(svc.pid):
+            out(f"stale: {name} (pid {svc.pid}) from an earlier run is gone; starting it again")
+            del services[name]
+            stale.add(name)
+    known = {s.pid for s in services.values()}
+    strays = {pid: svc for pid, svc in our_emulator_processes(cfg).items() if pid not in known}
+    for pid, svc in strays.items():
+        out(f"warning: a {svc} emulator (pid {pid}) not started by this stack is running; "
+            "'leadflow local down' stops it")
+    plans = {
+        "pubsub": (cfg.pubsub_port, ["--host", cfg.host, "--port", str(cfg.pubsub_port)], pubsub_ready),
+        "bigquery": (cfg.bigquery_port, ["--host", cfg.host, "--port", str(cfg.bigquery_port),
+                                         "--grpc_port", str(cfg.bigquery_grpc_port)], bigquery_ready),
+    }
+    if cfg.scorer:
+        plans["scorer"] = (cfg.scorer_port, ["serve", SCORER_SERVICE, "--host", cfg.host, "--port",
+                                             str(cfg.scorer_port)], scorer_ready)
+    for name, (port, args, ready) in plans.items():
+        if name in services:
+            out(f"{name}: already running (pid {services[name].pid}) on {cfg.host}:{port}")
+            continue
+        if port_open(cfg.host, port):
+            if name in stale:  # our crashed service's port: give the kernel a moment to release it
+                deadline = time.monotonic() + 10
+                while port_open(cfg.host, port) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+            if port_open(cfg.host, port):
+                raise StackError(f"port {port} is in use by another program ({listener(port)}); stop it or "
+                                 f"choose another port (leadflow local up --{name}_port N)")
+        if name == "scorer":
+            tag = ensure_scorer_model(cfg, out)
+            out(f"  scorer model: {tag}")
+        started = time.monotonic()
+        svc, proc = _start(cfg, name, args)
+        services[name] = svc
+        save_state(cfg, services)
+        try:
+            wait_for(lambda ready=ready: ready(cfg), f"{name} emulator", proc, Path(svc.log), timeout=90)
+        except StackError:
+            stop_pid(svc.pid)  # never leave a half-started service behind
+            del services[name]
+            save_state(cfg, services)
+            raise
+        out(f"{name}: started (pid {svc.pid}) on {cfg.host}:{port} in {time.monotonic() - started:.1f} s; "
+            f"log {svc.log}")
+    for resource, how in ensure_pubsub_resources(cfg).items():
+        out(f"  {how:>7}  {resource}")
+    from schemas.bigquery import client_for, ensure_dataset_and_tables
+
+    client = client_for(cfg.project, cfg.bigquery_host)
+    tables = ensure_dataset_and_tables(cfg.project, cfg.dataset, client=client)
+    out(f"  bigquery {cfg.project}.{cfg.dataset}: " + ", ".join(str(t) for t in tables))
+    return services
+
+
+def down(cfg: StackConfig, out=print) -> None:
+    services = load_state(cfg)
+    for name, svc in services.items():
+        if pid_alive(svc.pid):
+            stop_pid(svc.pid)
+            out(f"{name}: stopped (pid {svc.pid})")
+        else:
+            out(f"{name}: was not running (stale pid {svc.pid})")
+    for pid, svc in our_emulator_processes(cfg).items():
+        if pid not in {s.pid for s in services.values()}:
+            stop_pid(pid)
+            out(f"{svc}: stopped stray emulator (pid {pid})")
+    if state_path(cfg).exists():
+        state_path(cfg).unlink()
+    if not services:
+        out("nothing was running")
+
+
+def status(cfg: StackConfig, out=print) -> bool:
+    services = load_state(cfg)
+    healthy = bool(services)
+    for name in SERVICE_MODULES:
+        svc = services.get(name)
+        if svc is None and name == "scorer" and not cfg.scorer:
+            continue
+        if svc is None:
+            out(f"{name}: not started")
+            healthy = False
+        elif not pid_alive(svc.pid):
+            out(f"{name}: STALE (pid {svc.pid} is gone; run 'leadflow local up' or 'down')")
+            healthy = False
+        else:
+            answering = port_open(cfg.host, svc.port, timeout=2.0)
+            healthy &= answering
+            out(f"{name}: running (pid {svc.pid}) on {cfg.host}:{svc.port}"
+                f"{'' if answering else ' but NOT answering'}; up {time.time() - svc.started_at:.0f} s")
+    strays = {p: s for p, s in our_emulator_processes(cfg).items() if p not in {v.pid for v in services.values()}}
+    for pid, svc in strays.items():
+        out(f"stray {svc} emulator (pid {pid}) not in the state file")
+    return healthy
+
+
+def print_env(cfg: StackConfig, out=print) -> None:
+    out("\nexport these to use the stack:")
+    for k, v in cfg.env().items():
+        out(f"  export {k}={v}")
+    out("\nrun the streaming pipeline against it:")
+    out("  leadflow run " + " ".join(cfg.pipeline_args()))
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="leadflow local", description="the local Pub/Sub + BigQuery stack")
+    ap.add_argument("command", choices=("up", "down", "status", "env"))
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--pubsub_port", type=int, default=8085)
+    ap.add_argument("--bigquery_port", type=int, default=9050)
+    ap.add_argument("--bigquery_grpc_port", type=int, default=9060)
+    ap.add_argument("--scorer_port", type=int, default=3000)
+    ap.add_argument("--no_scorer", action="store_true", help="do not start the BentoML scorer")
+    ap.add_argument("--project", default=PROJECT)
+    ap.add_argument("--dataset", default=DATASET)
+    args = ap.parse_args(argv)
+    cfg = StackConfig(host=args.host, pubsub_port=args.pubsub_port, bigquery_port=args.bigquery_port,
+                      bigquery_grpc_port=args.bigquery_grpc_port, scorer_port=args.scorer_port,
+                      scorer=not args.no_scorer, project=args.project, dataset=args.dataset)
+    try:
+        if args.command == "up":
+            up(cfg)
+            print_env(cfg)
+        elif args.command == "down":
+            down(cfg)
+        elif args.command == "env":
+            print_env(cfg)
+        else:
+            return 0 if status(cfg) else 1
+    except StackError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

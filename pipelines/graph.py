@@ -1,0 +1,99 @@
+r"""The Leadflow graph without its I/O: the stages every input message goes through, in both modes.
+
+    messages -> Parse -> Normalize -> Dedup -> Score -> Enrich -> Route -> {table: records} + deliveries
+                                         \-> DailySourceCounts, RegisterSources
+    agent events ----------------------------------------------> Route
+
+Each stage takes one config object, built here from the pipeline options (``StageConfigs.from_options``);
+``LeadGraph.expand`` is the wiring. Absent inputs (no agent events) are absent keys of the input dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import apache_beam as beam
+
+from pipelines.dataflow import is_dataflow
+from pipelines.options import LeadflowOptions
+from transforms.assign import RouteAndAssign, RoutingConfig
+from transforms.daily_counts import DailySourceCounts
+from transforms.dedup import DedupConfig, DeduplicatePersons
+from transforms.enrich import EnrichLeads, ReferenceConfig, ReferenceSideInput, RegisterUnknownSources
+from transforms.normalize import NormalizeLeads
+from transforms.parse import ParseMessages, ParseStageConfig
+from transforms.score import ScoreLeads, ScoringConfig
+
+
+@dataclass(frozen=True)
+class StageConfigs:
+    """One config per stage; ``scoring`` None writes leads unscored, ``routing`` None leaves them unrouted."""
+
+    parse: ParseStageConfig
+    default_region: str
+    dedup: DedupConfig
+    early_firing_seconds: float
+    unverified_source_reliability: float
+    scoring: ScoringConfig | None
+    routing: RoutingConfig | None
+    periodic_reference: bool  # the reference data as a refreshed side input (Dataflow streaming)
+
+    @classmethod
+    def from_options(cls, o: LeadflowOptions, streaming: bool, clock: Callable[[], float] | None = None
+                     ) -> StageConfigs:
+        scoring = None if o.scorer == "none" else ScoringConfig(
+            o.scorer, url=o.scorer_url, model_tag=o.scorer_model, model_store=o.scorer_model_store,
+            hot=o.hot_threshold, warm=o.warm_threshold, retries=o.scorer_retries, token_secret=o.scorer_token_secret)
+        reference = ReferenceConfig(o.reference_data, o.source_registry,
+                                    o.reference_refresh_seconds if streaming else 0.0, o.unverified_source_reliability)
+        routing = RoutingConfig(reference, o.assignment_sla_seconds, streaming, clock) if o.routing == "on" else None
+        return cls(
+            parse=ParseStageConfig(o.max_payload_bytes, o.google_ads_key, o.source_registry),
+            default_region=o.default_region,
+            dedup=DedupConfig(o.dedup_hold_seconds, o.dedup_ttl_days),
+            early_firing_seconds=o.early_firing_seconds,
+            unverified_source_reliability=o.unverified_source_reliability,
+            scoring=scoring, routing=routing, periodic_reference=streaming and is_dataflow(o))
+
+
+class LeadGraph(beam.PTransform):
+    """``{"messages": InputMessage, "agent_events": InputMessage (optional)}`` -> ``{table name: records}`` plus
+    the ``deliveries`` and (with routing) ``manual_review`` streams. The one graph both modes share."""
+
+    def __init__(self, config: StageConfigs):
+        super().__init__()
+        self.config = config
+
+    def expand(self, inputs):
+        c = self.config
+        parsed = inputs["messages"] | "Parse" >> ParseMessages(c.parse)
+        normalized = parsed.units | "Normalize" >> NormalizeLeads(c.default_region)
+        deduped = normalized.leads | "Dedup" >> DeduplicatePersons(c.dedup)
+        counts = deduped.events | "DailySourceCounts" >> DailySourceCounts(c.early_firing_seconds)
+        registrations = deduped.events | "RegisterSources" >> RegisterUnknownSources(c.unverified_source_reliability)
+        leads = deduped.leads | "Score" >> ScoreLeads(c.scoring) if c.scoring else deduped.leads
+        out = {"lead_events": deduped.events, "lead_source_history": deduped.history,
+               "source_daily_counts": counts, "source_registrations": registrations}
+        dead_letters = [parsed.dead_letters, normalized.dead_letters]
+        if c.routing is None:
+            out.update(leads=leads, deliveries=leads)
+        else:
+            routed = self.route(leads, inputs.get("agent_events"))
+            out.update(leads=routed["lead"], deliveries=routed["delivery"], manual_review=routed["manual_review"],
+                       lead_assignments=routed["assignment"], agent_status=routed["agent_status"])
+            dead_letters.append(routed["dead_letters"])
+        out["dead_letters"] = dead_letters | "AllDeadLetters" >> beam.Flatten()
+        return out
+
+    def route(self, leads, agent_events):
+        """Enrich and Route share the reference data: one side input (bounded runs, Dataflow) or, in local
+        streaming, each worker's cache (the DirectRunner's streaming mode cannot run PeriodicImpulse)."""
+        c = self.config.routing
+        reference = {}
+        if not c.streaming or self.config.periodic_reference:
+            reference["reference"] = leads.pipeline | "Reference" >> ReferenceSideInput(
+                c.reference, periodic=self.config.periodic_reference)
+        enriched = {"leads": leads, **reference} | "Enrich" >> EnrichLeads(c.reference)
+        events = {"agent_events": agent_events} if agent_events is not None else {}
+        return {"leads": enriched, **events, **reference} | "Route" >> RouteAndAssign(c)

@@ -1,0 +1,1 @@
+"""Operator tools: dead-letter replay, run summaries."""
