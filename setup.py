@@ -1,4 +1,10 @@
-"""Leadflow: packages pipelines, transforms, scoring and schemas for Dataflow workers and ``pip install -e .``.
+"""Leadflow: the job's packages for Dataflow workers (``--setup_file``), and ``pip install -e .`` for developers.
+
+Workers get the floors the job runs on: ``schemas``, ``scoring``, ``transforms``, ``pipelines`` (the job and the
+operator tools). The local stack (``infra.local``: emulators, DirectRunner speed-ups), the deployment tools
+(``infra.deploy``), synthetic data with the bundled sample (``pipelines.synthetic``) and the developer tools
+(``pipelines.dev``) stay out of the distribution: they run from the repository checkout, where the editable install
+maps the top-level packages to their folders (so ``leadflow local``, ``leadflow demo`` work there).
 
 Dependencies are pinned in requirements.lock (resolved in one run from requirements.in); the
 ``install_requires`` here are the ranges workers need, so ``--setup_file`` builds stay light.
@@ -6,18 +12,22 @@ Dependencies are pinned in requirements.lock (resolved in one run from requireme
 
 import setuptools
 
+LOCAL_ONLY = ["infra.local", "infra.local.*", "infra.deploy", "infra.deploy.*", "pipelines.dev", "pipelines.dev.*",
+              "pipelines.synthetic", "pipelines.synthetic.*"]
+
 setuptools.setup(
     name="leadflow",
     version="0.1.0",
     description="Streaming lead-processing pipeline on Apache Beam",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["pipelines*", "transforms*", "scoring*", "schemas*", "infra*"]),
+    # "infra" itself (empty) stays listed: the editable install maps top-level packages to their folders
+    packages=setuptools.find_packages(
+        include=["pipelines*", "transforms*", "scoring*", "schemas*", "infra"], exclude=LOCAL_ONLY),
     package_data={
         "transforms.reference_data": ["*.csv"],
-        "pipelines.synthetic.samples": ["*.jsonl", "*.json"],
-        "schemas": ["*.sql", "views/*.sql"],
+        "schemas": ["views/*.sql"],
     },
-    include_package_data=True,
+    include_package_data=False,  # True would ship the left-out subpackages as data of their parents
     install_requires=[
         "apache-beam[gcp]==2.77.0",
         "phonenumbers>=8.13",

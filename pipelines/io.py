@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from apache_beam.metrics import Metrics
 from pipelines.options import LeadflowOptions
 from schemas.derive import to_row
 from schemas.records import DeadLetter, Lead
+from transforms.assign import AGENT_EVENT_STAGE
 from transforms.bigquery_sink import WriteTablesToBigQuery
 from transforms.messages import InputLineError, InputMessage, dead_letter_for_line, message_from_json_line
 
@@ -49,6 +51,26 @@ class ReadMessagesFromFile(beam.PTransform):
             | "DecodeLines" >> beam.ParDo(ReadMessageLinesDoFn()).with_outputs(
                 ReadMessageLinesDoFn.DEAD_LETTERS, main="messages")
         )
+
+
+def read_inputs(p: beam.Pipeline, opts: LeadflowOptions) -> tuple[dict[str, beam.PCollection], list]:
+    """``{"messages": ..., "agent_events": ... (when configured)}`` from files or Pub/Sub, and the dead letters of
+    unreadable input lines."""
+    if opts.input_file:
+        read = p | "ReadMessages" >> ReadMessagesFromFile(opts.input_file)
+        inputs, read_dead = {"messages": read.messages}, [read.dead_letters]
+    else:
+        inputs = {"messages": p | "ReadMessages" >> ReadMessagesFromPubSub(opts.input_subscription,
+                                                                             opts.timestamp_attribute)}
+        read_dead = []
+    if opts.agent_events_file:
+        read = p | "ReadAgentEvents" >> ReadMessagesFromFile(opts.agent_events_file)
+        inputs["agent_events"] = read.messages
+        read_dead.append(read.dead_letters | "AgentEventStage" >> beam.Map(
+            lambda d: dataclasses.replace(d, stage=AGENT_EVENT_STAGE)))
+    elif opts.agent_events_subscription:
+        inputs["agent_events"] = p | "ReadAgentEvents" >> ReadMessagesFromPubSub(opts.agent_events_subscription, None)
+    return inputs, read_dead
 
 
 def to_json_line(record: Any) -> str:

@@ -33,7 +33,6 @@ the demo, the benches, the tests) apply the DirectRunner speed-ups of ``infra.lo
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
@@ -45,34 +44,18 @@ from pipelines.dataflow import apply_dataflow_defaults, is_dataflow
 from pipelines.graph import LeadGraph, StageConfigs
 from pipelines.io import (
     PublishToPubSub,
-    ReadMessagesFromFile,
-    ReadMessagesFromPubSub,
     WriteTablesToFiles,
+    read_inputs,
     write_bigquery,
 )
 from pipelines.options import LeadflowOptions
 from schemas.records import TABLES
-from transforms.assign import AGENT_EVENT_STAGE
 
 
 def build(p: beam.Pipeline, opts: LeadflowOptions, clock=None) -> dict[str, beam.PCollection]:
     """The whole job: input edges -> LeadGraph -> output edges. Returns the tables (and streams)."""
-    read_dead = []
-    if opts.input_file:
-        read = p | "ReadMessages" >> ReadMessagesFromFile(opts.input_file)
-        messages, read_dead = read.messages, [read.dead_letters]
-    else:
-        messages = p | "ReadMessages" >> ReadMessagesFromPubSub(opts.input_subscription, opts.timestamp_attribute)
-    agent_events = None
-    if opts.agent_events_file:
-        read = p | "ReadAgentEvents" >> ReadMessagesFromFile(opts.agent_events_file)
-        agent_events = read.messages
-        read_dead.append(read.dead_letters | "AgentEventStage" >> beam.Map(
-            lambda d: dataclasses.replace(d, stage=AGENT_EVENT_STAGE)))
-    elif opts.agent_events_subscription:
-        agent_events = p | "ReadAgentEvents" >> ReadMessagesFromPubSub(opts.agent_events_subscription, None)
-    inputs = {"messages": messages} if agent_events is None else {"messages": messages, "agent_events": agent_events}
-    streaming = messages.is_bounded is False
+    inputs, read_dead = read_inputs(p, opts)
+    streaming = inputs["messages"].is_bounded is False
     out = dict(inputs | "Leads" >> LeadGraph(StageConfigs.from_options(opts, streaming, clock)))
     if read_dead:
         out["dead_letters"] = [out["dead_letters"], *read_dead] | "WithReadDeadLetters" >> beam.Flatten()
