@@ -149,7 +149,7 @@ def ensure_dataset_and_tables(project: str, dataset: str, *, client=None, locati
 
     Idempotent: existing tables are left alone (an existing table whose columns differ from the records
     is reported as ``existing (schema differs: ...)``, never altered). Returns one line per object,
-    e.g. ``"created table leadflow-test.leadflow.leads"``, then one line per view of ``schemas.views``
+    e.g. ``"created table leadflow-test.leadflow.leads"``, then one line per view (``ensure_views``)
     (``"created view ..."``, ``"updated view ..."``: views are always brought up to date).
     """
     from google.api_core.exceptions import Conflict, NotFound
