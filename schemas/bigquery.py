@@ -144,7 +144,8 @@ def _schema_key(fields: Any) -> list[tuple[str, str, str]]:
     return out
 
 
-def ensure_dataset_and_tables(project: str, dataset: str, *, client=None, location: str = "US") -> list[str]:
+def ensure_dataset_and_tables(project: str, dataset: str, *, client=None, location: str = "US",
+                              strict_views: bool = False) -> list[str]:
     """Create the dataset and every table of ``schemas.records.TABLES`` that does not exist yet, then the views.
 
     Idempotent: existing tables are left alone (an existing table whose columns differ from the records
@@ -183,7 +184,7 @@ def ensure_dataset_and_tables(project: str, dataset: str, *, client=None, locati
         else:
             diff = sorted(set(want) ^ set(have))
             report.append(f"existing table {ref} (schema differs: {diff})")
-    report.extend(ensure_views(client, project, dataset, strict=False))  # dashboards' views (schemas/views/*.sql)
+    report.extend(ensure_views(client, project, dataset, strict=strict_views))  # dashboards' views (schemas/views/*.sql)
     return report
 
 
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             for view in load_views():
                 print(f"-- view {args.project}.{args.dataset}.{view.name}\n{view.sql(args.project, args.dataset)}")
             return 0
-        for line in ensure_dataset_and_tables(args.project, args.dataset):
+        for line in ensure_dataset_and_tables(args.project, args.dataset, strict_views=True):
             print(line)
     except (ValueError, ViewError) as e:
         print(f"error: {e}", file=sys.stderr)
