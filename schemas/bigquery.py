@@ -184,7 +184,8 @@ def ensure_dataset_and_tables(project: str, dataset: str, *, client=None, locati
         else:
             diff = sorted(set(want) ^ set(have))
             report.append(f"existing table {ref} (schema differs: {diff})")
-    report.extend(ensure_views(client, project, dataset, strict=strict_views))  # dashboards' views (schemas/views/*.sql)
+    # the dashboards' views (schemas/views/*.sql)
+    report.extend(ensure_views(client, project, dataset, strict=strict_views))
     return report
 
 
