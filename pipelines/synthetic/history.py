@@ -57,7 +57,7 @@ import pandas as pd
 import phonenumbers
 import pytz
 
-from pipelines.synthetic.leads import _WORK_DOMAINS, random_person
+from pipelines.synthetic.leads import WORK_DOMAINS, random_person
 
 PROVIDER_WEIGHTS: dict[str, float] = {
     "meta_lead_ads": 30,
@@ -174,7 +174,7 @@ def _row(rng: random.Random, start: datetime, days: int) -> dict[str, Any]:
     email, email_kind = None, "none"
     if rng.random() < (0.15 if voice else 0.9) or phone is None:
         email = person.email
-        email_kind = "corporate" if email.rsplit("@", 1)[1] in _WORK_DOMAINS else "free"
+        email_kind = "corporate" if email.rsplit("@", 1)[1] in WORK_DOMAINS else "free"
         if rng.random() < 0.07:
             email, email_kind = f"{email.rsplit('@', 1)[0]}@{rng.choice(DISPOSABLE_DOMAINS)}", "disposable"
 

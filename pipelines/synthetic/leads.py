@@ -106,7 +106,8 @@ _MAIL_DOMAINS = {
     "GB": _words("gmail.com yahoo.co.uk outlook.com btinternet.com hotmail.co.uk"),
     "IN": _words("gmail.com yahoo.co.in rediffmail.com outlook.com"),
 }
-_WORK_DOMAINS = ("acmecorp.com", "northwind-traders.com", "globex.io", "initech.net", "umbrella-health.org")
+# corporate domains: pipelines.synthetic.history labels their e-mails "corporate"
+WORK_DOMAINS = ("acmecorp.com", "northwind-traders.com", "globex.io", "initech.net", "umbrella-health.org")
 _MESSAGES = (
     "Looking for a 3 bedroom home in {city}, please call me.",
     "Is this property still available? I'd like to schedule a viewing.",
@@ -151,7 +152,7 @@ def _email(rng: random.Random, country: str, first: str, last: str) -> str:
             f"{f}{rng.randint(1970, 2005)}",
         )
     )
-    domain = rng.choice(_WORK_DOMAINS) if rng.random() < 0.2 else rng.choice(_MAIL_DOMAINS[country])
+    domain = rng.choice(WORK_DOMAINS) if rng.random() < 0.2 else rng.choice(_MAIL_DOMAINS[country])
     return f"{local}@{domain}"
 
 

@@ -159,7 +159,7 @@ def test_every_view_file_becomes_a_view_with_the_same_placeholders(tf, generated
                 '"{dataset}", var.dataset))}\\n')
     assert body["query"] == expected
     assert view["depends_on"] == ["${google_bigquery_table.table}"]
-    # The HCL expression, evaluated here, renders each file exactly as schemas.views does for the emulator.
+    # The HCL expression, evaluated here, renders each file exactly as schemas.bigquery does for the emulator.
     for v in views.load_views():
         hcl_sql = v.template.replace("{project}", "p-roject").replace("{dataset}", "d_s").strip() + "\n"
         assert hcl_sql == views.render(v.template, "p-roject", "d_s"), v.name
