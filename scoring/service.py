@@ -13,7 +13,8 @@ Configuration (environment, read when a worker starts):
 * ``LEADFLOW_SCORER_MAX_BATCH`` (default 1024) and ``LEADFLOW_SCORER_MAX_LATENCY_MS`` (default 1000): the adaptive
   batcher's limits, read at import time.
 * ``LEADFLOW_SCORER_PREDICT_THREADS`` (default 1): LightGBM threads per ``predict`` call. One thread keeps the tail
-  latency low (OpenMP threads spinning on shared cores cost 5-15 ms at p99 for small batches); scale with workers.
+  latency low (OpenMP threads spinning on shared cores add to p99 for small batches; figures: docs/performance.md,
+  "Scorer: LightGBM predict threads"); scale with workers.
 
 Endpoints (all POST, JSON):
 

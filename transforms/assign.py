@@ -70,8 +70,9 @@ class RoutingItemCoder(beam.coders.Coder):
     """The dispatcher's ``(kind, item, at)`` values, with a lead as the tuple of its field values.
 
     Every routed lead crosses the team GroupByKey (and the runner's stage boundaries) encoded. Without a hint
-    Beam falls back to pickling the Lead dataclass with its 40 field names (988 bytes, ~25 µs to encode and
-    decode a typical lead); its values alone are 411 bytes and ~17 µs. Agent events are pickled as they are."""
+    Beam falls back to pickling the Lead dataclass with its 40 field names; its values alone are smaller and
+    quicker to encode and decode (figures: docs/performance.md, "Profile: the routing stage"). Agent events are
+    pickled as they are."""
 
     _FIELDS = tuple(f.name for f in dataclasses.fields(Lead))
     _values = staticmethod(operator.attrgetter(*_FIELDS))

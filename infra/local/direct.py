@@ -1,11 +1,11 @@
 """Local runs on Beam's DirectRunner: two per-bundle costs removed, and bigger Pub/Sub reads.
 
-Measured with py-spy on the streaming pipeline at 10 messages/s (docs/performance.md, "Profile: the streaming
-DirectRunner"): 62 % of the DirectRunner's samples were in ``apache_beam.transforms.userstate.get_dofn_specs``.
-The runner asks "is this DoFn stateful?" four or five times for every bundle of every ParDo (when scheduling it,
-when starting the bundle, when building the DoFnRunner and its signature, when validating it), and each answer
-calls ``inspect.signature`` on every method of the DoFn (about 90 names, 0.76 ms). The streaming read hands over
-at most 10 messages a bundle, and the graph has 54 ParDos, so this alone cost about 0.2 s of CPU per read.
+A py-spy profile of the streaming pipeline put most of the DirectRunner's samples in
+``apache_beam.transforms.userstate.get_dofn_specs`` (figures: docs/performance.md, "Profile: the streaming
+DirectRunner"). The runner asks "is this DoFn stateful?" four or five times for every bundle of every ParDo (when
+scheduling it, when starting the bundle, when building the DoFnRunner and its signature, when validating it), and
+each answer calls ``inspect.signature`` on every method of the DoFn. The streaming read hands over at most 10
+messages a bundle, so every ParDo pays this again for every few messages.
 
 The answer depends only on the DoFn's class: state and timer specs are declared as default arguments of methods
 defined on the class. :func:`speed_up_direct_runner` memoizes ``get_dofn_specs`` per class. A DoFn instance holding
@@ -14,25 +14,25 @@ class attributes (``beam.Map`` stores a plain wrapper function as ``process``, w
 part of the key, so every DoFn gets the answer Beam itself would give. Errors (a
 DoFn with duplicate state parameters) are raised every time and never cached.
 
-The second cost (25 % of the samples once the first was gone): for every bundle of every ParDo the runner checks
-that the DoFn survives pickling, ``pickler.roundtrip(transform.dofn)``, and processes the bundle with the fresh
-copy. The copy is what makes the check worth having (no state shared across bundles by accident), but serializing
-the same unchanged DoFn again for every bundle is not: Beam's own comment at the call site reads "TODO(aaltay):
-Consider storing the serialized form as an optimization". :func:`speed_up_direct_runner` does that: each DoFn is
-serialized once (so a DoFn that cannot be pickled still fails at its first bundle) and every bundle still gets
-its own unpickled copy. The graph's DoFn objects themselves are never run, so their serialized form cannot go
-stale.
+The second cost (the largest left in the profile once the first was gone): for every bundle of every ParDo the
+runner checks that the DoFn survives pickling, ``pickler.roundtrip(transform.dofn)``, and processes the bundle with
+the fresh copy. The copy is what makes the check worth having (no state shared across bundles by accident), but
+serializing the same unchanged DoFn again for every bundle is not: Beam's own comment at the call site reads
+"TODO(aaltay): Consider storing the serialized form as an optimization". :func:`speed_up_direct_runner` does that:
+each DoFn is serialized once (so a DoFn that cannot be pickled still fails at its first bundle) and every bundle
+still gets its own unpickled copy. The graph's DoFn objects themselves are never run, so their serialized form
+cannot go stale.
 
 Third, the streaming DirectRunner reads Pub/Sub with ``pull(max_messages=10)`` and schedules the next read only once
-every other step of the graph is idle and no timer fired in that round. One read therefore feeds one "wave"
-through the 69-step graph, and the wave, not the CPU, set the pace: at 20 messages/s the pipeline landed 9.6 units
-a second with the CPU half idle. :func:`speed_up_direct_runner` lets each read take up to ``PULL_MAX_MESSAGES``
-(100) messages that are already waiting; a read never waits for more than the runner's own pull does. The
-DirectRunner acknowledges what it pulled before processing it (its own comment: it does not retry work items), so
-a crash of the local pipeline can lose up to one read, as before but with bigger reads. Dataflow reads Pub/Sub
-natively and acknowledges after the data is checkpointed.
+every other step of the graph is idle and no timer fired in that round. One read therefore feeds one "wave" through
+the graph, and the wave, not the CPU, set the pace (figures: docs/performance.md, "Profile: the streaming
+DirectRunner"). :func:`speed_up_direct_runner` lets each read take up to ``PULL_MAX_MESSAGES`` (100) messages that
+are already waiting; a read never waits for more than the runner's own pull does. The DirectRunner acknowledges what
+it pulled before processing it (its own comment: it does not retry work items), so a crash of the local pipeline can
+lose up to one read, as before but with bigger reads. Dataflow reads Pub/Sub natively and acknowledges after the
+data is checkpointed.
 
-Dataflow runs never call this; ``lead_pipeline.run`` calls it for every other runner.
+Only ``infra.local.speedups.apply()`` calls this, from the local entry points; the job itself never imports it.
 """
 
 from __future__ import annotations
