@@ -30,11 +30,20 @@ class ReadMessageLinesDoFn(beam.DoFn):
 
     DEAD_LETTERS = "dead_letters"
 
+    def __init__(self):
+        self.internal_errors = Metrics.counter("read", "internal_errors")
+
     def process(self, line):
         try:
             msg = message_from_json_line(line)
         except InputLineError as e:
             yield beam.pvalue.TaggedOutput(self.DEAD_LETTERS, dead_letter_for_line(line, e))
+            return
+        except Exception as e:  # a reader bug must not end the run: the line is dead-lettered, counted and logged
+            self.internal_errors.inc()
+            _log.exception("reading an input line failed (%s)", type(e).__name__)
+            yield beam.pvalue.TaggedOutput(self.DEAD_LETTERS, dead_letter_for_line(
+                line, InputLineError(f"{type(e).__name__} while reading the line"), "internal_error"))
             return
         yield beam.window.TimestampedValue(msg, msg.publish_time.timestamp())
 

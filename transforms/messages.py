@@ -17,6 +17,7 @@ from schemas.records import DeadLetter
 
 # How much of an oversize or undecodable payload a dead letter keeps (BigQuery rows must stay small).
 DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
+MAX_MESSAGE_ID_LENGTH = 1024  # Pub/Sub's own ids are decimal strings of about 16 digits
 
 
 class RejectedInput(ValueError):
@@ -42,6 +43,31 @@ class InputMessage:
     publish_time: datetime | None = None
 
 
+class JsonRejected(RejectedInput):
+    """JSON that is not accepted anywhere in the pipeline (input lines and payloads alike)."""
+
+
+def _refuse_constant(name: str):
+    raise JsonRejected("json_non_finite_number", f"JSON holds {name}, which is not a JSON number")
+
+
+def decode_json(text: str | bytes):
+    """``json.loads`` with what JSON itself refuses refused here too: NaN and Infinity, and numbers too long for
+    Python to convert (its integer-string limit). Raises JsonRejected with a stable error type."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as e:
+        raise JsonRejected("invalid_json", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise JsonRejected("json_too_deep", "JSON nests too deeply to decode") from None
+    except UnicodeDecodeError:
+        raise JsonRejected("invalid_json", "JSON is not valid UTF-8") from None
+    except ValueError as e:
+        if isinstance(e, JsonRejected):
+            raise
+        raise JsonRejected("json_number_too_long", "JSON holds a number with too many digits") from None
+
+
 class InputLineError(ValueError):
     """A line of the bounded input file that is not a message object."""
 
@@ -55,14 +81,18 @@ def message_from_json_line(line: str | bytes) -> InputMessage:
     """
     raw = line.encode("utf-8", "surrogateescape") if isinstance(line, str) else line
     try:
-        obj = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise InputLineError(f"input line is not JSON: {type(e).__name__}") from None
+        obj = decode_json(raw)
+    except JsonRejected as e:
+        raise InputLineError(f"input line is not accepted JSON ({e.error_type}): {e.message}") from None
     if not isinstance(obj, dict):
         raise InputLineError("input line must be a JSON object")
     message_id = obj.get("message_id")
     if message_id is None:
         message_id = "sha256:" + hashlib.sha256(raw).hexdigest()[:32]
+    elif isinstance(message_id, bool) or not isinstance(message_id, (str, int)):
+        raise InputLineError("message_id must be a string or an integer")
+    elif len(str(message_id)) > MAX_MESSAGE_ID_LENGTH:
+        raise InputLineError(f"message_id is longer than {MAX_MESSAGE_ID_LENGTH} characters")
     attributes = obj.get("attributes") or {}
     if not isinstance(attributes, dict) or not all(isinstance(v, str) for v in attributes.values()):
         raise InputLineError("attributes must be an object of strings")
@@ -80,11 +110,11 @@ def message_from_json_line(line: str | bytes) -> InputMessage:
     if obj.get("publish_time") is not None:
         try:
             publish_time = datetime.fromisoformat(str(obj["publish_time"]).replace("Z", "+00:00"))
-        except ValueError:
-            raise InputLineError("publish_time is not RFC 3339") from None
-        if publish_time.tzinfo is None:
-            publish_time = publish_time.replace(tzinfo=UTC)
-        publish_time = publish_time.astimezone(UTC)
+            if publish_time.tzinfo is None:
+                publish_time = publish_time.replace(tzinfo=UTC)
+            publish_time = publish_time.astimezone(UTC)
+        except (ValueError, OverflowError):
+            raise InputLineError("publish_time is not an RFC 3339 time in range") from None
     return InputMessage(str(message_id), data, dict(attributes), publish_time or utcnow())
 
 
@@ -137,11 +167,11 @@ def dead_letter_for_message(msg: InputMessage, *, stage: str, error_type: str, e
         error_message=error_message)
 
 
-def dead_letter_for_line(line: str | bytes, error: Exception) -> DeadLetter:
+def dead_letter_for_line(line: str | bytes, error: Exception, error_type: str = "invalid_input_line") -> DeadLetter:
     raw = line.encode("utf-8", "surrogateescape") if isinstance(line, str) else line
     return dead_letter(
         message_id="sha256:" + hashlib.sha256(raw).hexdigest()[:32], data=raw, attributes={},
-        publish_time=None, provider=None, stage="read", error_type="invalid_input_line",
+        publish_time=None, provider=None, stage="read", error_type=error_type,
         error_message=str(error),
     )
 

@@ -50,6 +50,7 @@ class Unit:
     source_id: str
     source_verified: bool
     raw: RawLead
+    upload: dict[str, str] = field(default_factory=dict)  # a row of an upload: the upload's id, size and SHA-256
 
 
 @dataclass
@@ -210,7 +211,7 @@ class NormalizeDoFn(beam.DoFn):
         except NormalizeError as e:
             self.rejected.inc()
             yield beam.pvalue.TaggedOutput(self.DEAD_LETTERS, dead_letter(
-                message_id=unit.unit_id, data=unit.data, attributes=unit.attributes,
+                message_id=unit.unit_id, data=unit.data, attributes={**unit.attributes, **unit.upload},
                 publish_time=unit.publish_time, provider=unit.raw.provider, stage="normalize",
                 error_type=e.error_type, error_message=e.message,
             ))

@@ -6,6 +6,7 @@ provider parser chosen by the ``provider`` attribute (or by the payload's shape 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ def parse_message(msg: InputMessage, config: ParseConfig, max_payload_bytes: int
     if not leads:
         raise RejectedMessage("parse", "no_leads", "the payload holds no lead", provider)
     publish_time = msg.publish_time or utcnow()
+    upload = upload_facts(msg) if any(raw.unit_payload is not None for raw in leads) else {}
     units = []
     for raw in leads:
         source_id, verified = raw.source_id, raw.source_verified
@@ -64,8 +66,16 @@ def parse_message(msg: InputMessage, config: ParseConfig, max_payload_bytes: int
             default = config.registry.default_for(provider)
             source_id, verified = (default.source_id, True) if default else (provider, False)
         unit_id = msg.message_id if raw.unit_index is None else f"{msg.message_id}#{raw.unit_index}"
-        units.append(Unit(unit_id, msg.message_id, publish_time, msg.attributes, msg.data, source_id, verified, raw))
+        data = msg.data if raw.unit_payload is None else raw.unit_payload.encode("utf-8")
+        units.append(Unit(unit_id, msg.message_id, publish_time, msg.attributes, data, source_id, verified, raw,
+                          upload))
     return units
+
+
+def upload_facts(msg: InputMessage) -> dict[str, str]:
+    """What a row's dead letter says of the upload it came from (it carries the row, not the upload)."""
+    return {"upload_message_id": msg.message_id, "upload_bytes": str(len(msg.data)),
+            "upload_sha256": hashlib.sha256(msg.data).hexdigest()}
 
 
 class ParseDoFn(beam.DoFn):

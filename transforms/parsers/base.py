@@ -9,14 +9,13 @@ PII (no phone numbers, e-mails or names from the payload). Most providers return
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
-from transforms.messages import RejectedInput
+from transforms.messages import JsonRejected, RejectedInput, decode_json
 
 if TYPE_CHECKING:
     from transforms.sources import SourceRegistry
@@ -54,6 +53,9 @@ class RawLead:
     form_id: str | None = None
     ad_id: str | None = None
     unit_index: int | None = None  # row number for csv_upload (1-based, header excluded)
+    # the unit's own part of a multi-unit payload (csv_upload: the header and its row): what its dead letter keeps,
+    # so a bad row never copies other people's rows
+    unit_payload: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> RawLead:
@@ -102,11 +104,9 @@ def load_json_object(text: str) -> dict[str, Any]:
     if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth_exceeds(text, MAX_JSON_DEPTH):
         raise ParseError("json_too_deep", f"JSON nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ParseError("invalid_json", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except RecursionError:
-        raise ParseError("json_too_deep", "JSON nests too deeply to decode") from None
+        value = decode_json(text)
+    except JsonRejected as e:
+        raise ParseError(e.error_type, e.message) from None
     if not isinstance(value, dict):
         raise ParseError("invalid_json", f"expected a JSON object, got {type(value).__name__}")
     return value

@@ -96,6 +96,12 @@ def _created(value: str | None, config: ParseConfig) -> datetime | None:
         return None
 
 
+def csv_text(*records: list[str]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(records)
+    return out.getvalue()
+
+
 def _row_lead(
     columns: list[tuple[str, str | None]], cells: list[str], unit_index: int, config: ParseConfig
 ) -> RawLead:
@@ -115,7 +121,8 @@ def _row_lead(
     event_time = _created(created, config)
     if created is not None and event_time is None:
         extra["invalid_created_at"] = "true"
-    return RawLead(provider=PROVIDER, event_time=event_time, unit_index=unit_index, extra=extra, **fields)
+    return RawLead(provider=PROVIDER, event_time=event_time, unit_index=unit_index, extra=extra,
+                   unit_payload=csv_text([header for header, _ in columns], cells), **fields)
 
 
 def parse(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list[RawLead]:

@@ -1,0 +1,140 @@
+"""Hostile input (issue 16): nothing on an input line or in a payload ends a run, JSON is read one strict way
+everywhere, and a bad row of an upload dead-letters that row, not the whole upload."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from transforms.messages import InputLineError, InputMessage, decode_json, message_from_json_line
+from transforms.normalize import normalize_unit
+from transforms.parse import parse_message
+from transforms.parsers.base import ParseConfig, ParseError, load_json_object
+from transforms.sources import SourceRegistry
+
+HUGE_INT = "9" * 5000  # past Python's integer-string conversion limit (4300 digits)
+
+
+@pytest.mark.parametrize(("text", "error_type"), [
+    (f'{{"id": {HUGE_INT}}}', "json_number_too_long"),
+    ('{"id": NaN}', "json_non_finite_number"),
+    ('{"id": Infinity}', "json_non_finite_number"),
+    ('{"phone": [-Infinity, "+15551234567"]}', "json_non_finite_number"),
+    ('{"id": 1', "invalid_json"),
+])
+def test_payload_json_refused_with_its_own_error_type(text, error_type):
+    with pytest.raises(ParseError) as e:
+        load_json_object(text)
+    assert e.value.error_type == error_type
+    assert HUGE_INT not in str(e.value)
+
+
+def test_ordinary_json_numbers_still_decode():
+    assert decode_json('{"a": 1.5e3, "b": -2, "c": 12345678901234567890}') == {
+        "a": 1500.0, "b": -2, "c": 12345678901234567890}
+
+
+@pytest.mark.parametrize("line", [
+    f'{{"message_id": {HUGE_INT}, "data": "x"}}',
+    '{"message_id": NaN, "data": "x"}',
+    '{"message_id": ["a"], "data": "x"}',
+    '{"message_id": true, "data": "x"}',
+    json.dumps({"message_id": "m" * 2000, "data": "x"}),
+    '{"message_id": "m1", "data": "x", "publish_time": "9999-12-31T23:59:59-01:00"}',
+    '{"message_id": "m1", "data_base64": 5}',
+])
+def test_a_hostile_input_line_is_an_input_line_error(line):
+    with pytest.raises(InputLineError):
+        message_from_json_line(line)
+
+
+def test_a_numeric_message_id_is_kept_as_text():
+    assert message_from_json_line('{"message_id": 8812, "data": "x"}').message_id == "8812"
+
+
+def _upload(rows: int, bad_every: int) -> bytes:
+    lines = ["full_name,phone,email"]
+    for i in range(rows):
+        if i % bad_every == 0:
+            lines.append(f"Bad Row {i},not-a-phone,not-an-email")
+        else:
+            lines.append(f"Person {i},+1212555{i % 10000:04d},p{i}@example.org")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_a_bad_row_dead_letters_only_that_row_with_the_uploads_facts():
+    data = _upload(2000, 100)
+    msg = InputMessage("up-1", data, {"provider": "csv_upload"})
+    units = parse_message(msg, ParseConfig(registry=SourceRegistry.from_csv(None)), 1_000_000)
+    assert len(units) == 2000
+    bad = [u for u in units if u.raw.full_name.startswith("Bad Row")]
+    assert len(bad) == 20
+    for unit in units:
+        assert unit.data.decode().startswith("full_name,phone,email\n")
+        assert unit.data.count(b"\n") == 2  # the header and this row only
+    from transforms.normalize import NormalizeDoFn
+
+    fn = NormalizeDoFn("US")
+    dead = [out.value for u in bad for out in fn.process(u)]
+    assert len(dead) == 20
+    want = {"upload_message_id": "up-1", "upload_bytes": str(len(data)),
+            "upload_sha256": hashlib.sha256(data).hexdigest()}
+    for d in dead:
+        assert d.payload_bytes < 100  # was the whole upload (first 64 KiB) for every bad row
+        assert json.loads(d.attributes).items() >= want.items()
+        assert d.message_id.startswith("up-1#")
+    # good rows still normalize from the same units
+    assert normalize_unit(units[1], "US").phone_e164 == "+12125550001"
+
+
+def _line(data: str, message_id: str, **attributes: str) -> str:
+    return json.dumps({"message_id": message_id, "publish_time": "2026-11-20T10:00:00Z",
+                       "attributes": attributes, "data": data})
+
+
+HOSTILE_LINES = [
+    f'{{"message_id": {HUGE_INT}, "data": "x"}}',
+    '{"message_id": NaN, "data": "x"}',
+    '{"message_id": "h-time", "data": "x", "publish_time": "9999-12-31T23:59:59-01:00"}',
+    "not json at all",
+    _line(f'{{"leadgen_id": {HUGE_INT}}}', "h-meta-int", provider="meta_lead_ads"),
+    _line('{"id": Infinity, "field_data": []}', "h-meta-inf", provider="meta_lead_ads"),
+    _line('{"full_name": "A", "phone": NaN}', "h-api-nan", provider="api"),
+    _line(_upload(300, 7).decode(), "h-upload", provider="csv_upload"),
+]
+
+
+def _unreadable(line: str) -> bool:
+    try:
+        message_from_json_line(line)
+    except InputLineError:
+        return True
+    return False
+
+
+@pytest.mark.slow
+def test_hostile_lines_mixed_into_the_sample_never_end_the_run(tmp_path):
+    from pipelines import lead_pipeline
+    from pipelines.ops.summary import summarize
+    from pipelines.synthetic.samples import sample_path
+
+    lines = sample_path().read_text().splitlines()
+    step = max(1, len(lines) // len(HOSTILE_LINES))
+    for i, hostile in enumerate(HOSTILE_LINES):
+        lines.insert(i * step, hostile)
+    src, out = tmp_path / "mixed.jsonl", tmp_path / "out"
+    src.write_text("\n".join(lines) + "\n")
+    assert lead_pipeline.main([f"--input_file={src}", f"--output_dir={out}", "--routing=off"]) == 0
+    summary = summarize(str(src), str(out))
+    assert summary["accounting"]["ok"], summary["accounting"]
+    dead = [json.loads(x) for x in (out / "dead_letters.jsonl").read_text().splitlines()]
+    by_id = {d["message_id"]: d for d in dead}
+    assert by_id["h-meta-int"]["error_type"] == "json_number_too_long"
+    assert by_id["h-api-nan"]["error_type"] == "json_non_finite_number"
+    sample_bad = sum(1 for line in sample_path().read_text().splitlines() if line.strip() and _unreadable(line))
+    assert sum(1 for d in dead if d["stage"] == "read") == sample_bad + 4
+    rows = [d for d in dead if d["message_id"].startswith("h-upload#")]
+    assert rows and all(d["payload_bytes"] < 200 for d in rows)
+    assert all(d["error_type"] != "internal_error" for d in dead)
