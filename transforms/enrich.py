@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import re
 import threading
@@ -130,8 +131,10 @@ class RegisterSourceDoFn(beam.DoFn):
             return
         seen.write(True)
         self.registered.inc()
-        _log.warning("registered unknown source %s (provider %s) as unverified; verify it in the registry",
-                     source_id, event.provider)
+        # a sender's domain can name a person: the log shows a hash, the source_registrations row the source
+        _log.warning("registered unknown source sha256:%s (provider %s) as unverified; verify it in the registry "
+                     "(table source_registrations)", hashlib.sha256(source_id.encode()).hexdigest()[:16],
+                     event.provider)
         yield registration_for(event, self.reliability, utcnow())
 
 

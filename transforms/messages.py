@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,11 @@ from schemas.records import DeadLetter
 
 # How much of an oversize or undecodable payload a dead letter keeps (BigQuery rows must stay small).
 DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
+# Shared secrets providers put inside payloads; a stored payload (dead letters) never keeps their values.
+GOOGLE_ADS_KEY_FIELD = "google_key"
+SECRET_FIELDS = (GOOGLE_ADS_KEY_FIELD,)
+_SECRET_VALUES = re.compile(r'("(?:' + "|".join(SECRET_FIELDS) + r')"\s*:\s*)"(?:[^"\\]|\\.)*"')
+REDACTED = "[redacted]"
 MAX_MESSAGE_ID_LENGTH = 1024  # Pub/Sub's own ids are decimal strings of about 16 digits
 
 
@@ -27,6 +33,23 @@ class RejectedInput(ValueError):
         super().__init__(message)
         self.error_type = error_type
         self.message = message
+
+
+_FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+def redact_secrets(text: str) -> str:
+    """The JSON text with the values of ``SECRET_FIELDS`` replaced (a linear scan; the text need not parse)."""
+    return _SECRET_VALUES.sub(rf'\1"{REDACTED}"', text)
+
+
+def safe_name(name: object, position: int | None = None) -> str:
+    """An unknown key or attribute value as an error message may show it: quoted when it looks like a field name
+    (lower-case letters, digits, underscores: what a typo of a field is), else only its position, so an e-mail
+    address or phone number someone sent as a key is never echoed into dead letters and logs."""
+    if isinstance(name, str) and _FIELD_NAME.match(name):
+        return repr(name)
+    return "(not shown)" if position is None else f"#{position} (not shown)"
 
 
 def utcnow() -> datetime:
@@ -138,7 +161,7 @@ def dead_letter(
         text, encoding = None, "base64"
     truncated = len(data) > limit
     if encoding == "utf-8":
-        payload = text[:limit] if truncated else text  # type: ignore[index]
+        payload = redact_secrets(text[:limit] if truncated else text)  # type: ignore[index]
     else:
         payload = base64.b64encode(data[:limit]).decode("ascii")
     return DeadLetter(

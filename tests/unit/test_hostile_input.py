@@ -138,3 +138,30 @@ def test_hostile_lines_mixed_into_the_sample_never_end_the_run(tmp_path):
     rows = [d for d in dead if d["message_id"].startswith("h-upload#")]
     assert rows and all(d["payload_bytes"] < 200 for d in rows)
     assert all(d["error_type"] != "internal_error" for d in dead)
+
+
+def test_unknown_keys_and_providers_are_never_echoed_unless_they_look_like_field_names():
+    from transforms.messages import safe_name
+
+    assert safe_name("fone") == "'fone'"
+    assert safe_name("zebulon.quixote@example.org", 3) == "#3 (not shown)"
+    assert safe_name("+15551234567") == "(not shown)"
+    config = ParseConfig(registry=SourceRegistry.from_csv(None))
+    payload = json.dumps({"full_name": "A", "phone": "+12125550001", "zebulon.quixote@example.org": "x"})
+    with pytest.raises(Exception) as e:
+        parse_message(InputMessage("m1", payload.encode(), {"provider": "api"}), config, 1_000_000)
+    assert "zebulon" not in str(e.value) and "unknown field #3 (not shown)" in str(e.value)
+    with pytest.raises(Exception) as e:
+        parse_message(InputMessage("m2", b'{"a": 1}', {"provider": "jane.doe@example.org"}), config, 1_000_000)
+    assert e.value.error_type == "unknown_provider" and "jane" not in str(e.value)
+
+
+def test_the_google_ads_key_never_reaches_a_dead_letter():
+    from transforms.messages import dead_letter_for_message
+
+    body = json.dumps({"lead_id": "x", "google_key": 's3cr"et-value', "user_column_data": "bad"})
+    dead = dead_letter_for_message(InputMessage("g1", body.encode(), {"provider": "google_ads_lead_form"}),
+                                   stage="parse", error_type="invalid_field", error_message="user_column_data")
+    assert "s3cr" not in dead.payload and "et-value" not in dead.payload
+    assert json.loads(dead.payload)["google_key"] == "[redacted]"
+    assert dead.payload_sha256 == hashlib.sha256(body.encode()).hexdigest()  # the original's hash, for lineage

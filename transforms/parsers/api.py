@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 
 from schemas.derive import json_schema
 from schemas.records import ApiLeadPayload
+from transforms.messages import safe_name
 from transforms.parsers.base import ParseConfig, ParseError, RawLead, clean, load_json_object, parse_timestamp
 
 PROVIDER = "api"
@@ -61,10 +62,6 @@ def _type_names(value: Any) -> str:
     return " or ".join(n for n in names if n != "null") + (" or null" if "null" in names else "")
 
 
-def _short(name: str) -> str:
-    return repr(name if len(name) <= 40 else name[:40] + "...")
-
-
 def _describe(err: ValidationError) -> list[str]:
     """Readable, value-free descriptions of one schema error."""
     path = ".".join(str(p) for p in err.absolute_path) or "(root)"
@@ -74,7 +71,7 @@ def _describe(err: ValidationError) -> list[str]:
         return [f"{name}: required" for name in expected if name not in present]
     if kind == "additionalProperties":
         known = SCHEMA["properties"]
-        return [f"{path}: unknown field {_short(str(k))}" for k in instance if k not in known]
+        return [f"{path}: unknown field {safe_name(k, i)}" for i, k in enumerate(instance, 1) if k not in known]
     if kind == "type":
         return [f"{path}: expected {_type_names(expected)}"]
     if kind == "pattern":

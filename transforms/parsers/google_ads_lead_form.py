@@ -20,6 +20,7 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
+from transforms.messages import GOOGLE_ADS_KEY_FIELD
 from transforms.parsers.base import ParseConfig, ParseError, RawLead, clean, load_json_object, scalar_text
 
 PROVIDER = "google_ads_lead_form"
@@ -46,7 +47,7 @@ _MESSAGE_WORDS = ("MESSAGE", "COMMENT", "QUESTION")
 def _check_key(payload: Mapping[str, Any], expected: str | None) -> None:
     if not expected:
         return
-    given = payload.get("google_key")
+    given = payload.get(GOOGLE_ADS_KEY_FIELD)
     if not isinstance(given, str) or not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
         raise ParseError("invalid_google_key", "google_key does not match the configured Google Ads key")
 

@@ -14,6 +14,7 @@ import re
 import urllib.parse
 from collections.abc import Iterator, Mapping
 
+from transforms.messages import safe_name
 from transforms.parsers import (
     api,
     csv_upload,
@@ -143,8 +144,8 @@ def parse_payload(text: str, attributes: Mapping[str, str], config: ParseConfig)
     named = clean(attributes.get("provider"))
     if named is not None:
         if named not in PARSERS:
-            shown = named if len(named) <= 64 else named[:64] + "..."
-            raise ParseError("unknown_provider", f"unknown provider attribute {shown!r}")
+            raise ParseError("unknown_provider", f"unknown provider attribute {safe_name(named)}; known: "
+                             + ", ".join(sorted(PARSERS)))
         provider = named
     else:
         detected = detect_provider(text)
