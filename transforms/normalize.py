@@ -4,6 +4,9 @@
   ``default_region``. A number that does not parse or is not valid is never used as identity.
 - E-mails are syntax-checked and normalized with ``email-validator`` (no DNS), then lower-cased.
 - Names are trimmed with inner whitespace collapsed; timestamps are UTC.
+- Free text that ends in CRM exports and spreadsheets (names, message, city, state, address) is formula-safe:
+  a value starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a leading ``'``, as OWASP
+  recommends against CSV injection; the original stays in the raw payload (Pub/Sub, dead letters).
 - Identity: ``phone:<E.164>`` when the phone is valid, else ``email:<address>``; neither is a
   dead letter (``missing_contact``, ``invalid_phone`` or ``invalid_email``).
 """
@@ -25,6 +28,7 @@ from transforms.parsers.base import RawLead
 
 MAX_NAME_LENGTH = 300
 MAX_TEXT_LENGTH = 10_000
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")  # OWASP, "CSV Injection"
 
 _COUNTRY_NAMES = {
     "UNITED STATES": "US", "UNITED STATES OF AMERICA": "US", "USA": "US", "U.S.": "US", "U.S.A.": "US",
@@ -84,6 +88,11 @@ class NormalizedLead:
     form_id: str | None
     ad_id: str | None
     attributes: dict[str, str] = field(default_factory=dict)
+
+
+def formula_safe(text: str | None) -> str | None:
+    """Text a spreadsheet would run as a formula, prefixed with ``'`` so it is shown as text."""
+    return "'" + text if text and text.startswith(FORMULA_TRIGGERS) else text
 
 
 def normalize_text(value: str | None, limit: int = MAX_TEXT_LENGTH) -> str | None:
@@ -178,15 +187,15 @@ def normalize_unit(unit: Unit, default_region: str = "US") -> NormalizedLead:
         phone_status=phone_status,
         email=email,
         email_status=email_status,
-        full_name=full_name_of(raw),
-        first_name=normalize_text(raw.first_name, MAX_NAME_LENGTH),
-        last_name=normalize_text(raw.last_name, MAX_NAME_LENGTH),
+        full_name=formula_safe(full_name_of(raw)),
+        first_name=formula_safe(normalize_text(raw.first_name, MAX_NAME_LENGTH)),
+        last_name=formula_safe(normalize_text(raw.last_name, MAX_NAME_LENGTH)),
         country=country,
         postal_code=postal.upper() if postal else None,
-        city=normalize_text(raw.city, 200),
-        state=normalize_text(raw.state, 200),
-        property_address=normalize_text(raw.property_address, 500),
-        message=normalize_text(raw.message),
+        city=formula_safe(normalize_text(raw.city, 200)),
+        state=formula_safe(normalize_text(raw.state, 200)),
+        property_address=formula_safe(normalize_text(raw.property_address, 500)),
+        message=formula_safe(normalize_text(raw.message)),
         is_test=bool(raw.is_test),
         campaign_id=normalize_text(raw.campaign_id, 200),
         form_id=normalize_text(raw.form_id, 200),

@@ -147,10 +147,11 @@ def test_unknown_keys_and_providers_are_never_echoed_unless_they_look_like_field
     assert safe_name("zebulon.quixote@example.org", 3) == "#3 (not shown)"
     assert safe_name("+15551234567") == "(not shown)"
     config = ParseConfig(registry=SourceRegistry.from_csv(None))
-    payload = json.dumps({"full_name": "A", "phone": "+12125550001", "zebulon.quixote@example.org": "x"})
+    payload = json.dumps({"external_id": "a1", "full_name": "A", "phone": "+12125550001",
+                          "zebulon.quixote@example.org": "x"})
     with pytest.raises(Exception) as e:
         parse_message(InputMessage("m1", payload.encode(), {"provider": "api"}), config, 1_000_000)
-    assert "zebulon" not in str(e.value) and "unknown field #3 (not shown)" in str(e.value)
+    assert "zebulon" not in str(e.value) and "unknown field #4 (not shown)" in str(e.value)
     with pytest.raises(Exception) as e:
         parse_message(InputMessage("m2", b'{"a": 1}', {"provider": "jane.doe@example.org"}), config, 1_000_000)
     assert e.value.error_type == "unknown_provider" and "jane" not in str(e.value)
@@ -165,3 +166,18 @@ def test_the_google_ads_key_never_reaches_a_dead_letter():
     assert "s3cr" not in dead.payload and "et-value" not in dead.payload
     assert json.loads(dead.payload)["google_key"] == "[redacted]"
     assert dead.payload_sha256 == hashlib.sha256(body.encode()).hexdigest()  # the original's hash, for lineage
+
+
+@pytest.mark.parametrize(("name", "message", "want_name", "want_message"), [
+    ('=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "'=HYPERLINK(\"http://evil.example\",\"x\")",
+     "'+cmd|' /C calc'!A0"),
+    ("@SUM(1+1)", "-2+3", "'@SUM(1+1)", "'-2+3"),
+    ("Ann O'Neil", "call me - after 5", "Ann O'Neil", "call me - after 5"),
+])
+def test_text_that_would_run_in_a_spreadsheet_is_neutralised(name, message, want_name, want_message):
+    payload = json.dumps({"external_id": "f1", "full_name": name, "phone": "+12125550001", "message": message})
+    (unit,) = parse_message(InputMessage("f1", payload.encode(), {"provider": "api"}),
+                            ParseConfig(registry=SourceRegistry.from_csv(None)), 1_000_000)
+    lead = normalize_unit(unit, "US")
+    assert (lead.full_name, lead.message) == (want_name, want_message)
+    assert lead.phone_e164 == "+12125550001"  # E.164 keeps its "+": a number, not a formula
