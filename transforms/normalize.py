@@ -24,7 +24,7 @@ from apache_beam.metrics import Metrics
 from email_validator import EmailNotValidError, validate_email
 
 from transforms.messages import RejectedInput, dead_letter
-from transforms.parsers.base import RawLead
+from transforms.parsers.base import RawLead, strip_invisible
 
 MAX_NAME_LENGTH = 300
 MAX_TEXT_LENGTH = 10_000
@@ -120,7 +120,7 @@ def _supported_regions() -> frozenset[str]:
 
 def normalize_phone(value: str | None, region: str) -> tuple[str | None, str]:
     """(E.164 or None, status) where status is valid | invalid | missing."""
-    text = normalize_text(value, 64)
+    text = normalize_text(strip_invisible(value) if value else value, 64)
     if not text:
         return None, "missing"
     try:
@@ -134,7 +134,7 @@ def normalize_phone(value: str | None, region: str) -> tuple[str | None, str]:
 
 def normalize_email(value: str | None) -> tuple[str | None, str]:
     """(normalized lower-case address or None, status) where status is valid | invalid | missing."""
-    text = normalize_text(value, 320)
+    text = normalize_text(strip_invisible(value) if value else value, 320)
     if not text:
         return None, "missing"
     if text.lower().startswith("mailto:"):

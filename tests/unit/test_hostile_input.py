@@ -181,3 +181,16 @@ def test_text_that_would_run_in_a_spreadsheet_is_neutralised(name, message, want
     lead = normalize_unit(unit, "US")
     assert (lead.full_name, lead.message) == (want_name, want_message)
     assert lead.phone_e164 == "+12125550001"  # E.164 keeps its "+": a number, not a formula
+
+
+@pytest.mark.parametrize("provider", ["api", "csv_upload"])
+def test_an_invisible_character_in_an_identifier_is_removed_by_every_parser(provider):
+    email, phone = "ja\u200bne@exam\u00adple.org", "+1 212\u200d555 0001"
+    if provider == "api":
+        payload = json.dumps({"external_id": "z1", "email": email, "phone": phone})
+    else:
+        payload = f"email,phone\n{email},{phone}\n"
+    (unit,) = parse_message(InputMessage("z1", payload.encode(), {"provider": provider}),
+                            ParseConfig(registry=SourceRegistry.from_csv(None)), 1_000_000)
+    lead = normalize_unit(unit, "US")
+    assert (lead.email, lead.phone_e164) == ("jane@example.org", "+12125550001")

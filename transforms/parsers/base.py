@@ -9,6 +9,7 @@ PII (no phone numbers, e-mails or names from the payload). Most providers return
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -147,6 +148,15 @@ def scalar_text(value: Any) -> str | None:
     if isinstance(value, (str, int, float)):
         return clean(value)
     return None
+
+
+# Characters people paste without seeing them (zero-width space/joiners, word joiner, BOM, soft hyphen): removed
+# from identifiers the same way whichever parser read them.
+INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
+
+
+def strip_invisible(text: str) -> str:
+    return INVISIBLE.sub("", text)
 
 
 def clean(value: Any) -> str | None:

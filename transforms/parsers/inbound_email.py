@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
-from transforms.parsers.base import ParseConfig, ParseError, RawLead, clean
+from transforms.parsers.base import ParseConfig, ParseError, RawLead, clean, strip_invisible
 from transforms.sources import SourceRegistry
 
 PROVIDER = "inbound_email"
@@ -64,7 +64,6 @@ BLOCK_TAGS = frozenset({
 })
 
 _WS = re.compile(r"\s+")
-_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _EMAIL_TOKEN = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
 _URL = re.compile(r"^(?:https?://|www\.)", re.IGNORECASE)
@@ -186,7 +185,7 @@ _ALL_LABELS = tuple(pair for t in TEMPLATES.values() for pair in t.labels)
 
 
 def _collapse(text: str) -> str:
-    return _WS.sub(" ", _INVISIBLE.sub("", text)).strip()
+    return _WS.sub(" ", strip_invisible(text)).strip()
 
 
 def _value(text: Any, limit: int = MAX_FIELD_CHARS) -> str | None:
