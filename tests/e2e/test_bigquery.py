@@ -1,9 +1,5 @@
 """End to end against bqemulator: tables from the records, the BigQuery sink's two backends, dead letters."""
 
-# The session fixture is imported from tests/e2e/bigquery_fixtures.py; test parameters named after it are
-# pytest fixture requests, not redefinitions.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -23,18 +19,13 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from google.cloud import bigquery
 
+from infra.local.processes import free_port
 from schemas import bigquery as bq
 from schemas.bigquery import view_names
 from schemas.derive import bigquery_schema, to_row
 from schemas.records import TABLES, DeadLetter, SourceDailyCounts
-from tests.e2e.bigquery_fixtures import (
-    DATASET,
-    PROJECT,
-    TIMINGS,
-    bigquery_emulator,  # noqa: F401
-    free_port,
-)
 from tests.helpers import recorder
+from tests.helpers.bigquery import DATASET, PROJECT, TIMINGS
 from tests.helpers.leads import T0, lead
 from transforms import bigquery_sink as sink
 from transforms.dedup import decide_all

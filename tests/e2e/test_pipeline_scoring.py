@@ -15,7 +15,7 @@ from pipelines.synthetic.samples import sample_path
 from schemas.records import Lead
 from scoring import model_store, train
 from scoring.features import features_for, priority_tier, vector
-from tests.e2e.scorer_fixtures import ScorerServer, point_bentoml_at
+from tests.helpers.scorer import ScorerServer, point_bentoml_at
 
 pytestmark = pytest.mark.e2e
 TOKEN = "pipeline-test-token"

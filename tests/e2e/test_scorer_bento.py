@@ -9,7 +9,7 @@ import yaml
 from infra.deploy import scorer_bento
 from scoring import model_store
 from scoring.features import FEATURE_VERSION
-from tests.e2e.scorer_fixtures import FEATURES, train_booster
+from tests.helpers.scorer import FEATURES, train_booster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

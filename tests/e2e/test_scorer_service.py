@@ -4,9 +4,6 @@ side (ScoreWithFallback over BentoScorerHandler) with the server up, killed mid-
 The server runs with LEADFLOW_SCORER_TOKEN set, so every API call here sends the token unless it tests its absence.
 """
 
-# Fixtures come from tests/e2e/scorer_fixtures.py; test parameters named after them are fixture requests.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -30,15 +27,7 @@ from scoring.handlers import (
     measure_in_process,
     measure_scorer,
 )
-from tests.e2e.scorer_fixtures import (
-    FEATURE_VERSION,
-    FEATURES,
-    TOKEN,
-    booster_scores,
-    make_rows,
-    scorer_server,  # noqa: F401
-    scorer_store,  # noqa: F401
-)
+from tests.helpers.scorer import FEATURE_VERSION, FEATURES, TOKEN, booster_scores, make_rows
 
 pytestmark = pytest.mark.e2e
 

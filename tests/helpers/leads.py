@@ -1,10 +1,12 @@
-"""Builders for NormalizedLead test data."""
+"""Builders for lead test data: NormalizedLead (what dedup reads) and Lead records (what routing reads)."""
 
 from datetime import UTC, datetime, timedelta
 
+from schemas.records import Lead
 from transforms.normalize import NormalizedLead
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+WED_15_UTC = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)  # Wednesday: 10:00 in New York
 
 
 def lead(unit_id: str, key: str = "phone:+14155550123", source: str = "meta_lead_ads", *,
@@ -19,3 +21,14 @@ def lead(unit_id: str, key: str = "phone:+14155550123", source: str = "meta_lead
         last_name=None, country="US", postal_code=None, city=None, state=None, property_address=None,
         message=None, is_test=False, campaign_id=None, form_id=None, ad_id=None,
     )
+
+
+def lead_record(lead_id: str = "L1", **kw) -> Lead:
+    """A US Lead record first seen and processed at WED_15_UTC, without contact or location; ``kw`` sets fields."""
+    base = dict(lead_id=lead_id, identity_key=f"phone:{lead_id}", phone_e164=None, email=None, full_name=None,
+                first_name=None, last_name=None, country="US", postal_code=None, city=None, state=None,
+                property_address=None, message=None, primary_source="meta_lead_ads",
+                primary_provider="meta_lead_ads", first_seen_at=WED_15_UTC, is_test=False,
+                processed_at=WED_15_UTC)
+    base.update(kw)
+    return Lead(**base)

@@ -3,14 +3,10 @@
 * ``retrain_scorer.ipynb`` on a generated history (Parquet, then the same rows from the BigQuery emulator) with a
   real BentoML store: a weak model is served first, so the notebook must register its better model; run again
   on the same rows from BigQuery it trains the same model, which is not better, so it must not register.
-* ``lead_funnel.ipynb`` against the emulator holding the hand-built rows of ``tests/e2e/test_views.py``; the
-  tables it computes must match the numbers worked out there.
+* ``lead_funnel.ipynb`` against the emulator holding the hand-built rows of ``tests/helpers/known_world.py`` (the
+  world of ``tests/e2e/test_views.py``); the tables it computes must match the numbers worked out from them.
 * Committed notebooks hold no outputs.
 """
-
-# The session fixture is imported from tests/e2e/bigquery_fixtures.py; test parameters named after it are
-# pytest fixture requests, not redefinitions.
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -24,12 +20,12 @@ import nbformat
 import pandas as pd
 import pytest
 
-from schemas import bigquery as bq
 from pipelines.synthetic import history
+from schemas import bigquery as bq
 from scoring import model_store
 from scoring import train as T
-from tests.e2e.bigquery_fixtures import PROJECT, bigquery_emulator  # noqa: F401
-from tests.e2e.test_views import (
+from tests.helpers.bigquery import PROJECT
+from tests.helpers.known_world import (
     D2,
     GLOBEX,
     GOOGLE,

@@ -12,8 +12,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
+from tests.helpers.leads import lead_record
 from tests.helpers.recorder import Record, take
-from tests.unit.test_routing import lead
 from transforms.assign import RouteAndAssign, RoutingConfig
 from transforms.enrich import ReferenceConfig
 from transforms.messages import InputMessage
@@ -43,9 +43,9 @@ def test_sla_expiry_and_reassignment_with_processing_time_advances():
     stream = (
         TestStream()
         .advance_watermark_to(T0, tag="leads").advance_watermark_to(T0, tag="agents")
-        .add_elements([TimestampedValue(lead("L1", state="NY", first_seen_at=first_seen), T0)], tag="leads")
+        .add_elements([TimestampedValue(lead_record("L1", state="NY", first_seen_at=first_seen), T0)], tag="leads")
         .advance_processing_time(1)
-        .add_elements([TimestampedValue(lead("L2", state="NY", first_seen_at=first_seen), T0)], tag="leads")
+        .add_elements([TimestampedValue(lead_record("L2", state="NY", first_seen_at=first_seen), T0)], tag="leads")
         .advance_processing_time(1)
         .add_elements([TimestampedValue(agent_message("a1", "agt-use-2", "accepted", "L2"), T0 + 30),
                        TimestampedValue(agent_message("bad", "agt-use-2", "teleported"), T0 + 30),

@@ -23,7 +23,7 @@ def speedups():
     direct.speed_up_direct_runner()
     yield
     direct.restore()
-    direct.speed_up_direct_runner()  # lead_pipeline.run() installs them for the rest of the session anyway
+    direct.speed_up_direct_runner()  # as tests/conftest.py installed them for the rest of the session
 
 
 def graph_dofns(args: list[str]) -> list[tuple[str, beam.DoFn]]:

@@ -19,7 +19,7 @@ from pipelines.synthetic.samples import agent_events_path, sample_path
 from schemas.derive import json_schema
 from schemas.records import TABLES
 
-pytestmark = pytest.mark.slow
+# Every test that runs the pipeline is marked slow; test_clear_errors_for_bad_options stops at the option checks.
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def manifest():
         return json.load(f)
 
 
+@pytest.mark.slow
 def test_every_table_is_written_and_rows_match_their_schema(sample_run):
     out, _ = sample_run
     for name, spec in TABLES.items():
@@ -65,6 +66,7 @@ def test_every_table_is_written_and_rows_match_their_schema(sample_run):
             jsonschema.validate(row, schema)
 
 
+@pytest.mark.slow
 def test_ground_truth_and_one_row_per_unit(sample_run):
     out, _ = sample_run
     s = summarize(str(sample_path()), str(out))
@@ -79,6 +81,7 @@ def test_ground_truth_and_one_row_per_unit(sample_run):
     assert s["outcomes"]["replay"] >= m["replays_generated"]
 
 
+@pytest.mark.slow
 def test_field_contract(sample_run):
     out, _ = sample_run
     contract = {
@@ -94,6 +97,7 @@ def test_field_contract(sample_run):
         assert fields <= set(row), f"{table} lacks {fields - set(row)}"
 
 
+@pytest.mark.slow
 def test_leads_and_history_agree(sample_run):
     out, _ = sample_run
     leads = {r["lead_id"]: r for r in read_table(str(out), "leads")}
@@ -111,6 +115,7 @@ def test_leads_and_history_agree(sample_run):
     assert len({(h["lead_id"], h["source_id"]) for h in history}) == len(history)
 
 
+@pytest.mark.slow
 def test_dead_letters_carry_the_original_payload(sample_run):
     out, _ = sample_run
     originals = {}
@@ -145,6 +150,7 @@ def test_dead_letters_carry_the_original_payload(sample_run):
     assert kinds["payload_too_large"]["payload_truncated"] is True
 
 
+@pytest.mark.slow
 def test_no_pii_in_logs_or_error_messages(sample_run):
     out, logs = sample_run
     leads = list(read_table(str(out), "leads"))
@@ -177,6 +183,7 @@ def test_clear_errors_for_bad_options(capsys):
     assert "reference data: /nonexistent/sources.csv: reference file missing" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_google_ads_key_is_enforced_when_configured(tmp_path):
     from datetime import datetime
     from random import Random
@@ -200,6 +207,7 @@ def test_google_ads_key_is_enforced_when_configured(tmp_path):
     assert "right-key" not in dead[0]["error_message"]
 
 
+@pytest.mark.slow
 def test_daily_source_counts_add_up_from_the_events(sample_run):
     out, _ = sample_run
     expected = {}
@@ -219,6 +227,7 @@ def test_daily_source_counts_add_up_from_the_events(sample_run):
     assert len({d for _, d in got}) > 1  # the sample spans more than one day
 
 
+@pytest.mark.slow
 def test_unknown_sources_are_registered_once_and_their_leads_flow_on(sample_run):
     out, _ = sample_run
     registrations = list(read_table(str(out), "source_registrations"))
@@ -231,6 +240,7 @@ def test_unknown_sources_are_registered_once_and_their_leads_flow_on(sample_run)
         assert leads[source]["source_verified"] is False and leads[source]["source_reliability"] == 0.3
 
 
+@pytest.mark.slow
 def test_every_lead_is_routed_and_the_assignment_history_is_consistent(sample_run):
     out, _ = sample_run
     leads = list(read_table(str(out), "leads"))

@@ -36,7 +36,7 @@ import pytest
 from infra.local import stack as local_stack
 from pipelines.dev.demo import publish
 from pipelines.synthetic import generate
-from tests.reliability.conftest import Run, wait_until
+from tests.helpers.reliability import Run, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.reliability]
 

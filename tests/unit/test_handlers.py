@@ -1,9 +1,6 @@
 """Scorer handlers without a BentoML server: response checks, retries against a tiny local HTTP server, the
 in-process handler on a temporary model store, and ScoreWithFallback when inference always fails."""
 
-# The scorer_store fixture comes from tests/e2e/scorer_fixtures.py; parameters named after it are fixture requests.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -35,10 +32,13 @@ from scoring.handlers import (
     load_local_scorer,
     parse_score_response,
 )
-from tests.e2e.scorer_fixtures import FEATURES, booster_scores, free_port, make_rows, scorer_store  # noqa: F401
+from tests.helpers.scorer import FEATURES, booster_scores, free_port, make_rows
 
 NAMESPACE = "leadflow.scoring.unit"
 V = "lead_scorer:abc"
+
+# The tests that start an HTTP server, train the tiny booster (scorer_store) or run a Beam pipeline are marked slow:
+# `make test-fast` keeps the pure checks of parsing, status mapping, payloads and configuration.
 
 
 def ok_body(scores, version=V):
@@ -198,6 +198,7 @@ def no_backoff(monkeypatch):
     return waits
 
 
+@pytest.mark.slow
 def test_handler_scores_and_sends_the_token(fake_scorer):
     handler = BentoScorerHandler(fake_scorer.url, token="t0k", num_retries=0)
     client = handler.load_model()
@@ -207,6 +208,7 @@ def test_handler_scores_and_sends_the_token(fake_scorer):
     assert fake_scorer.auth == ["Bearer t0k"]
 
 
+@pytest.mark.slow
 def test_handler_token_from_env(fake_scorer, monkeypatch):
     monkeypatch.setenv("LEADFLOW_SCORER_TOKEN", "from-env")
     handler = BentoScorerHandler(fake_scorer.url, num_retries=0)
@@ -214,6 +216,7 @@ def test_handler_token_from_env(fake_scorer, monkeypatch):
     assert fake_scorer.auth == ["Bearer from-env"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("mode", "error"), [("500", ScorerUnavailable), ("garbage", ScorerResponseError)])
 def test_handler_retries_transient_failures(fake_scorer, no_backoff, mode, error):
     fake_scorer.mode = mode
@@ -224,6 +227,7 @@ def test_handler_retries_transient_failures(fake_scorer, no_backoff, mode, error
     assert len(no_backoff) == 2
 
 
+@pytest.mark.slow
 def test_handler_does_not_retry_401(fake_scorer, no_backoff):
     fake_scorer.mode = "401"
     handler = BentoScorerHandler(fake_scorer.url, token="wrong", num_retries=3)
@@ -233,6 +237,7 @@ def test_handler_does_not_retry_401(fake_scorer, no_backoff):
     assert no_backoff == []
 
 
+@pytest.mark.slow
 def test_handler_recovers_on_retry(fake_scorer, no_backoff):
     fake_scorer.mode = "short"
     handler = BentoScorerHandler(fake_scorer.url, num_retries=2, throttle_delay_secs=0)
@@ -270,6 +275,7 @@ def test_batch_sizes_are_configurable():
 # --- in-process handler and ScoreWithFallback in pipelines -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_in_process_handler_on_a_tmp_store(scorer_store):
     handler = InProcessScorerHandler(scorer_store.tag, model_store_dir=scorer_store.model_store_dir)
     model = handler.load_model()
@@ -337,6 +343,7 @@ def records_for(n, seed=5):
     return [{"id": f"r{i}", "features": row} for i, row in enumerate(make_rows(n, seed=seed))]
 
 
+@pytest.mark.slow
 def test_score_with_fallback_when_inference_always_fails():
     records = [*records_for(21), {"id": "broken"}]
     out, counters = run(AlwaysFailing(), records)
@@ -357,6 +364,7 @@ def test_score_with_fallback_when_inference_always_fails():
     }
 
 
+@pytest.mark.slow
 def test_score_with_fallback_in_process_model(scorer_store):
     records = records_for(30, seed=8)
     handler = InProcessScorerHandler(scorer_store.tag, model_store_dir=scorer_store.model_store_dir, max_batch_size=8)
@@ -370,6 +378,7 @@ def test_score_with_fallback_in_process_model(scorer_store):
     assert counters == {"scored_by_model": 30}
 
 
+@pytest.mark.slow
 def test_prediction_result_shape(fake_scorer):
     handler = BentoScorerHandler(fake_scorer.url, num_retries=0)
     (result,) = handler.run_inference([{"provider": 2.0}], handler.load_model())

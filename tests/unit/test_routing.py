@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.records import Lead
+from tests.helpers.leads import WED_15_UTC, lead_record
 from transforms.enrich import enrich_lead, zip_geo
 from transforms.reference import Agent, ReferenceCache, ReferenceDataError, load_reference
 from transforms.routing import (
@@ -27,7 +27,6 @@ from transforms.routing import (
 )
 
 REF = load_reference()
-WED_15_UTC = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)  # Wednesday: 10:00 in New York
 SLA = timedelta(seconds=120)
 
 
@@ -36,16 +35,6 @@ def bundled_dir(tmp_path: Path) -> Path:
     dst = tmp_path / "ref"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
     return dst
-
-
-def lead(lead_id="L1", **kw) -> Lead:
-    base = dict(lead_id=lead_id, identity_key=f"phone:{lead_id}", phone_e164=None, email=None, full_name=None,
-                first_name=None, last_name=None, country="US", postal_code=None, city=None, state=None,
-                property_address=None, message=None, primary_source="meta_lead_ads",
-                primary_provider="meta_lead_ads", first_seen_at=WED_15_UTC, is_test=False,
-                processed_at=WED_15_UTC)
-    base.update(kw)
-    return Lead(**base)
 
 
 @pytest.mark.parametrize("country, postal, state, phone, expected", [
@@ -79,7 +68,7 @@ def test_team_by_territory_and_tier():
     assert team_for(REF, "us-west", "hot") == "us-west-priority"
     assert team_for(REF, "gb-national", "cold") == "uk-sales"
     assert team_for(REF, None, "hot") is None
-    routed = route_lead(REF, lead(postal_code="10001", priority_tier="hot"))
+    routed = route_lead(REF, lead_record(postal_code="10001", priority_tier="hot"))
     assert (routed.territory, routed.territory_match, routed.team) == ("us-nyc", "postal_code", "nyc-priority")
 
 
@@ -112,7 +101,7 @@ def _dispatch(leads, at=WED_15_UTC):
     state = TeamState()
     outs = []
     for i, lid in enumerate(leads):
-        routed = route_lead(REF, lead(lid, state="NY"))  # us-east-sales: use-1 (3), use-2 (2), use-3 (1)
+        routed = route_lead(REF, lead_record(lid, state="NY"))  # us-east-sales: use-1 (3), use-2 (2), use-3 (1)
         outs += dispatch_lead(REF, state, routed, at + timedelta(seconds=i), at, SLA)
     return state, outs
 
@@ -177,7 +166,7 @@ def test_rejection_reassigns_and_stray_events_are_recorded_and_ignored():
 
 def test_without_sla_nothing_is_kept_or_expires():
     state = TeamState()
-    routed = route_lead(REF, lead("L1", state="NY"))
+    routed = route_lead(REF, lead_record("L1", state="NY"))
     outs = dispatch_lead(REF, state, routed, WED_15_UTC, WED_15_UTC, None)
     assert [k for k, _ in outs] == ["lead", "delivery", "assignment"] and outs[2][1].sla_deadline is None
     assert not state.pending and state.next_deadline() is None
@@ -185,7 +174,7 @@ def test_without_sla_nothing_is_kept_or_expires():
 
 def test_no_available_agent_goes_to_manual_review_with_reason():
     state = TeamState(status={"agt-use-1": "offline", "agt-use-2": "away", "agt-use-3": "away"})
-    routed = route_lead(REF, lead("L1", state="NY"))
+    routed = route_lead(REF, lead_record("L1", state="NY"))
     outs = dispatch_lead(REF, state, routed, WED_15_UTC, WED_15_UTC, SLA)
     assert [k for k, _ in outs] == ["lead", "manual_review", "assignment"]
     assert outs[0][1].routing_status == "manual_review" and outs[0][1].routing_reason == "no_available_agent"
@@ -233,14 +222,14 @@ def test_reference_cache_reloads_on_schedule_and_keeps_the_last_good_version(tmp
 
 
 def test_enrichment_fills_geo_phone_email_and_source_columns():
-    enriched = enrich_lead(lead(postal_code="10001", phone_e164="+447911123456", email="x@mailinator.com",
-                                primary_source="email:unknown.example"), REF, 0.3)
+    enriched = enrich_lead(lead_record(postal_code="10001", phone_e164="+447911123456", email="x@mailinator.com",
+                                       primary_source="email:unknown.example"), REF, 0.3)
     assert (enriched.geo_city, enriched.geo_state) == ("New York", "NY")
     assert abs(enriched.latitude - 40.75) < 0.1 and abs(enriched.longitude + 74.0) < 0.1
     assert enriched.phone_type == "mobile" and enriched.phone_carrier and "Europe/London" in enriched.phone_timezones
     assert enriched.email_domain_class == "disposable"
     assert enriched.source_verified is False and enriched.source_reliability == 0.3
-    known = enrich_lead(lead(email="a@acmecorp.com"), REF, 0.3)
+    known = enrich_lead(lead_record(email="a@acmecorp.com"), REF, 0.3)
     assert known.source_verified is True and known.source_reliability == 0.8
     assert known.email_domain_class == "corporate" and known.phone_type is None
     assert zip_geo("GB", "10001") is None and zip_geo("US", "ABCDE") is None
@@ -248,14 +237,14 @@ def test_enrichment_fills_geo_phone_email_and_source_columns():
 
 
 def test_lead_repr_hides_personal_data():
-    text = repr(lead(phone_e164="+12125550123", email="jane@example.com", full_name="Jane Roe"))
+    text = repr(lead_record(phone_e164="+12125550123", email="jane@example.com", full_name="Jane Roe"))
     assert "+12125550123" not in text and "jane@" not in text and "Jane" not in text and "lead_id='L1'" in text
 
 
 def test_evolve_copies_like_dataclasses_replace_and_refuses_unknown_fields():
     from schemas.derive import evolve
 
-    original = lead(state="NY")
+    original = lead_record(state="NY")
     copy = evolve(original, team="t", agent_id="a")
     assert copy == dataclasses.replace(original, team="t", agent_id="a") and original.team is None
     with pytest.raises(TypeError, match="no fields"):

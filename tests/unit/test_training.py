@@ -14,8 +14,7 @@ from pipelines.synthetic import history
 from scoring import features as F
 from scoring import model_store, train
 
-pytestmark = pytest.mark.slow
-
+# The tests that train a model are marked slow; generating, writing and loading history is quick.
 ROWS = 4000
 ROUNDS = 150
 
@@ -87,6 +86,7 @@ def test_load_history_from_parquet(parquet_path):
         train.load_history(parquet=parquet_path, from_bigquery="p.d.t")
 
 
+@pytest.mark.slow
 def test_model_learns_the_truth(trained):
     _, result, _, _ = trained
     m = result.metrics
@@ -100,6 +100,7 @@ def test_model_learns_the_truth(trained):
     assert "provider" in top and "intent_words" in top  # two of the strongest true effects
 
 
+@pytest.mark.slow
 def test_split_is_time_ordered(trained):
     df, result, _, _ = trained
     w = result.training_window
@@ -113,6 +114,7 @@ def test_split_is_time_ordered(trained):
     assert np.array_equal(shuffled.y_valid, df["converted"].to_numpy()[-result.n_valid :])
 
 
+@pytest.mark.slow
 def test_metrics_json_and_plots(trained):
     _, result, out_dir, tag = trained
     with open(os.path.join(out_dir, "metrics.json"), encoding="utf-8") as f:
@@ -128,6 +130,7 @@ def test_metrics_json_and_plots(trained):
         assert data.startswith(b"\x89PNG") and len(data) > 5000, name
 
 
+@pytest.mark.slow
 def test_model_store_round_trip(trained, bentoml_home):
     _, result, _, tag = trained
     assert tag.startswith("lead_scorer:")
@@ -155,6 +158,7 @@ def test_model_store_round_trip(trained, bentoml_home):
     assert np.allclose(booster.predict(train.frame_of(vectors.tolist())), expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_cli_trains_from_parquet(parquet_path, bentoml_home, tmp_path, capsys):
     out = tmp_path / "cli"
     code = train.main(

@@ -1,9 +1,9 @@
 """Fixtures for the lead scorer: a tiny LightGBM booster in a temporary BentoML store, and real ``bentoml serve``.
 
-Import them into a test module with ``from tests.e2e.scorer_fixtures import scorer_store, scorer_server  # noqa: F401``.
-The booster is trained on random data with :data:`FEATURES` and saved as ``lead_scorer`` with
-``metadata={"feature_version": "test", "feature_names": FEATURES}`` into a BentoML home under pytest's tmp dir; the
-scorer reads everything else from that metadata.
+A pytest plugin (``pytest_plugins`` in tests/conftest.py): a test requests ``scorer_store`` or ``scorer_server`` by
+name; the builders and constants are plain names, imported from here. The booster is trained on random data with
+:data:`FEATURES` and saved as ``lead_scorer`` with ``metadata={"feature_version": "test", "feature_names": FEATURES}``
+into a BentoML home under pytest's tmp dir; the scorer reads everything else from that metadata.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """The ``bigquery_emulator`` session fixture: bqemulator on free ports, Leadflow's tables created offline.
 
-Import it into a test module with ``from tests.e2e.bigquery_fixtures import bigquery_emulator  # noqa: F401``.
+A pytest plugin (``pytest_plugins`` in tests/conftest.py): a test requests the fixture by its name. The constants
+and the dataset helpers below are plain names, imported from here.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 
 import pytest
 
@@ -40,3 +42,19 @@ def bigquery_emulator(tmp_path_factory):
         else:
             os.environ[bq.EMULATOR_HOST_ENV] = previous
         bqe.stop(proc)
+
+
+def new_dataset(client) -> tuple[str, list[str]]:
+    """A dataset of its own (a random name) with Leadflow's tables and views: (name, report of what was created)."""
+    name = f"v_{uuid.uuid4().hex[:10]}"
+    return name, bq.ensure_dataset_and_tables(PROJECT, name, client=client)
+
+
+def insert(client, dataset: str, table: str, rows: list[dict]) -> None:
+    for i in range(0, len(rows), 500):
+        errors = client.insert_rows_json(f"{PROJECT}.{dataset}.{table}", rows[i : i + 500])
+        assert not errors, errors[:3]
+
+
+def query(client, dataset: str, view: str, order_by: str) -> list[dict]:
+    return [dict(r) for r in client.query(f"SELECT * FROM `{PROJECT}.{dataset}.{view}` ORDER BY {order_by}").result()]
