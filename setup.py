@@ -36,6 +36,7 @@ setuptools.setup(
         "pyarrow>=14",
         "pytz",
         "disposable-email-domains",
+        "lxml>=5",  # the e-mail parser's HTML tokenizer (linear time on hostile markup)
         "zipcodes>=3",  # enrichment: US ZIP geography
         "google-cloud-bigquery",  # --reference_data=bq://...
         "requests>=2.31",  # the BentoML scorer client (--scorer=bentoml)

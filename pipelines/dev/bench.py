@@ -14,6 +14,8 @@ Sections (each figure measured in one run on the same machine state; ratios wher
   person keys (the pickled PersonState + newest-event micros + key the DedupDoFn keeps between events).
 - **scoring**: the BentoML service over HTTP vs in-process LightGBM at batch sizes 1/32/256
   (``pipelines.dev.scorer_bench``).
+- **parsing**: time per inbound e-mail of each hostile HTML shape beside an ordinary e-mail of the same size, at
+  16 KB, 256 KB and 960 KB (``pipelines.dev.parse_bench``).
 - **streaming**: publish -> BigQuery-row latency p50/p99 at steady rates on the local stack, stepped up to the
   highest rate sustained without a growing backlog or latency (``pipelines.dev.stream_bench``).
 
@@ -344,7 +346,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {results[name]['messages_per_s']:.0f} messages/s, peak RSS {results[name]['peak_rss_mb']:.0f} MB"
               f" (load average before {load:.2f})", flush=True)
 
-    # 3. streaming on the local stack
+    # 3. hostile e-mail bodies beside ordinary ones
+    from pipelines.dev import parse_bench
+
+    print("== parsing: hostile e-mail bodies ==", flush=True)
+    parsing = parse_bench.measure(repeat=1 if args.quick else 3)
+
+    # 4. streaming on the local stack
     streaming = None
     if not args.skip_stream:
         print("== streaming on the local stack ==", flush=True)
@@ -365,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory": {"peak_rss_mb": {name: round(r["peak_rss_mb"], 1) for name, r in results.items()},
                    "dedup_state": full["dedup_state"]},
         "scoring": scoring,
+        "parsing_ms_per_email": parsing,
         "streaming": streaming,
     }
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -416,6 +425,11 @@ def print_report(report: dict) -> None:
         for size in sorted(set(http) & set(local)):
             print(f"  batch {size}: in-process {local[size]['rows_per_s'] / http[size]['rows_per_s']:.1f}x the "
                   "rows/s of HTTP")
+    if report.get("parsing_ms_per_email"):
+        from pipelines.dev.parse_bench import format_table
+
+        print("\ninbound e-mail parse, best of runs (ms per e-mail, and the ratio to an ordinary e-mail of that size):")
+        print(format_table(report["parsing_ms_per_email"]))
     st = report.get("streaming")
     if st and "steps" in st:
         print(f"\nstreaming on the local stack (dedup hold {st['dedup_hold_seconds']} s, BigQuery polled every "

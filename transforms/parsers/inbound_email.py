@@ -8,9 +8,10 @@ plus a transport ``to`` attribute) and sender addresses (From, Reply-To, Sender)
 the registry rules. A matched source is verified and chooses the body template; anything else gets an
 unverified ``email:<sender domain>`` source and the generic template.
 
-The body is the HTML part when there is one, else the text/plain part. HTML goes through the
-stdlib HTML tokenizer (``html.parser``, the one BeautifulSoup uses) in one streaming pass: scripts,
-styles, the head, comments and similar are dropped, block elements become lines, and nothing the
+The body is the HTML part when there is one, else the text/plain part. HTML goes through
+libxml2's HTML parser (``lxml``, C, linear in the input: the stdlib ``html.parser`` rescans unclosed
+constructs and is quadratic on hostile markup) in one streaming pass with a target, so no tree is built:
+scripts, styles, the head, comments and similar are dropped, block elements become lines, and nothing the
 HTML references (images, stylesheets, links) is ever fetched. Each template is a small table of
 label patterns ("Phone:", "Email Address", ...) matched against those lines, with the value on the
 same line or the next one (separate table cells).
@@ -31,10 +32,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from email.message import Message
-from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
+
+from lxml import etree
 
 from transforms.parsers.base import ParseConfig, ParseError, RawLead, clean, strip_invisible
 from transforms.sources import SourceRegistry
@@ -330,12 +332,6 @@ class Body:
     breaks: frozenset[int] = frozenset()
 
 
-# Void elements never have content; a skipped void element (img, link, meta) skips nothing else.
-VOID_TAGS = frozenset({
-    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr",
-})
-
-
 def _href_contact(href: str | None, body: Body) -> None:
     if not isinstance(href, str):
         return
@@ -351,65 +347,59 @@ def _href_contact(href: str | None, body: Body) -> None:
             body.tels.append(number)
 
 
-class _VisibleText(HTMLParser):
-    """One streaming pass of the stdlib HTML tokenizer: visible text in blocks, mailto:/tel: links.
+class _VisibleText:
+    """The target of one streaming pass of libxml2's HTML parser: visible text in blocks, mailto:/tel: links.
 
-    Text inside SKIP_TAGS (scripts, styles, head, embedded objects...) is dropped; comments, CDATA
-    and doctypes never reach ``handle_data``; nothing is ever fetched. No tree is built, so deep
-    nesting costs nothing.
+    Text inside SKIP_TAGS (scripts, styles, head, embedded objects...) is dropped; comments, processing
+    instructions and doctypes never reach ``data``; nothing is ever fetched (``no_network``). libxml2 closes
+    every element it opened, so start and end events always balance.
     """
 
     def __init__(self, body: Body):
-        super().__init__(convert_charrefs=True)
         self.body = body
         self.chunks: list[str] = []
-        self.skipping: list[str] = []  # open skipped elements
+        self.skipping = 0  # depth inside skipped elements
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self.skipping:
-            if tag in SKIP_TAGS and tag not in VOID_TAGS:
-                self.skipping.append(tag)
-            return
-        if tag in SKIP_TAGS:
-            if tag not in VOID_TAGS:
-                self.skipping.append(tag)
+    def start(self, tag: str, attrib: Mapping[str, str]) -> None:
+        if self.skipping or tag in SKIP_TAGS:
+            self.skipping += 1
             return
         if tag == "br":
             self.chunks.append("\r")  # a line break inside the block; "\n" separates blocks
         elif tag == "a":
-            _href_contact(dict(attrs).get("href"), self.body)
+            _href_contact(attrib.get("href"), self.body)
         elif tag in BLOCK_TAGS:
             self.chunks.append("\n")
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if not self.skipping and tag not in SKIP_TAGS:
-            self.handle_starttag(tag, attrs)  # <br/>, <a href=.../>
-
-    def handle_endtag(self, tag: str) -> None:
+    def end(self, tag: str) -> None:
         if self.skipping:
-            if tag in self.skipping:
-                while self.skipping and self.skipping.pop() != tag:
-                    pass
-            return
-        if tag in BLOCK_TAGS:
+            self.skipping -= 1
+        elif tag in BLOCK_TAGS:
             self.chunks.append("\n")
 
-    def handle_data(self, data: str) -> None:
+    def data(self, data: str) -> None:
         if not self.skipping:
             self.chunks.append(_WS.sub(" ", data))
 
+    def comment(self, _text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
 
 def _html_body(html: str) -> Body | None:
-    """Lines of visible text plus mailto:/tel: targets; None when the tokenizer gives up."""
+    """Lines of visible text plus mailto:/tel: targets; None when the parser gives up."""
     body = Body([])
-    parser = _VisibleText(body)
+    target = _VisibleText(body)
+    parser = etree.HTMLParser(target=target, recover=True, no_network=True, remove_comments=True, remove_pis=True)
     try:
         parser.feed(html)
         parser.close()
-    except (AssertionError, ValueError):
+    except (etree.ParserError, etree.XMLSyntaxError, ValueError):
         return None
     breaks: set[int] = set()
-    for block in "".join(parser.chunks).split("\n"):
+    for block in "".join(target.chunks).split("\n"):
         lines = [line[:MAX_LINE_CHARS] for line in (_collapse(part) for part in block.split("\r")) if line]
         if lines and len(body.lines) < MAX_LINES:
             breaks.add(len(body.lines))
