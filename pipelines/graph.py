@@ -49,7 +49,7 @@ class StageConfigs:
                                     o.reference_refresh_seconds if streaming else 0.0, o.unverified_source_reliability)
         routing = RoutingConfig(reference, o.assignment_sla_seconds, streaming, clock) if o.routing == "on" else None
         return cls(
-            parse=ParseStageConfig(o.max_payload_bytes, o.google_ads_key, o.source_registry),
+            parse=ParseStageConfig(o.max_payload_bytes, o.google_ads_key, o.source_registry, o.max_unit_seconds),
             default_region=o.default_region,
             dedup=DedupConfig(o.dedup_hold_seconds, o.dedup_ttl_days),
             early_firing_seconds=o.early_firing_seconds,
@@ -68,14 +68,14 @@ class LeadGraph(beam.PTransform):
     def expand(self, inputs):
         c = self.config
         parsed = inputs["messages"] | "Parse" >> ParseMessages(c.parse)
-        normalized = parsed.units | "Normalize" >> NormalizeLeads(c.default_region)
+        normalized = parsed["units"] | "Normalize" >> NormalizeLeads(c.default_region)
         deduped = normalized.leads | "Dedup" >> DeduplicatePersons(c.dedup)
         counts = deduped.events | "DailySourceCounts" >> DailySourceCounts(c.early_firing_seconds)
         registrations = deduped.events | "RegisterSources" >> RegisterUnknownSources(c.unverified_source_reliability)
         leads = deduped.leads | "Score" >> ScoreLeads(c.scoring) if c.scoring else deduped.leads
         out = {"lead_events": deduped.events, "lead_source_history": deduped.history,
                "source_daily_counts": counts, "source_registrations": registrations}
-        dead_letters = [parsed.dead_letters, normalized.dead_letters]
+        dead_letters = [parsed["dead_letters"], normalized.dead_letters]
         if c.routing is None:
             out.update(leads=leads, deliveries=leads)
         else:

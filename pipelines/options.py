@@ -15,7 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from schemas.bigquery import parse_dataset
 from schemas.resources import SUBSCRIPTION_PATH, TOPIC_PATH
 from scoring import model_store
-from transforms.parse import DEFAULT_MAX_PAYLOAD_BYTES
+from transforms.parse import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_UNIT_SECONDS
 
 
 class LeadflowOptions(PipelineOptions):
@@ -66,6 +66,9 @@ class LeadflowOptions(PipelineOptions):
                        help="Region for phone numbers without a country code or a payload country (default US).")
         g.add_argument("--max_payload_bytes", type=int, default=DEFAULT_MAX_PAYLOAD_BYTES,
                        help="Larger payloads are dead-lettered (default 1 MB).")
+        g.add_argument("--max_unit_seconds", type=float, default=DEFAULT_MAX_UNIT_SECONDS,
+                       help="Time budget for parsing one message; an overrun is a processing_timeout dead letter "
+                            "(default 2 s).")
         g.add_argument("--dedup_hold_seconds", type=float, default=60.0,
                        help="How long events wait (event time) so out-of-order arrivals decide the primary source.")
         g.add_argument("--dedup_ttl_days", type=float, default=90.0,
@@ -99,6 +102,8 @@ class LeadflowOptions(PipelineOptions):
                              "(use an ISO 3166-1 alpha-2 code such as US, GB, IN)")
         if self.max_payload_bytes <= 0:
             raise ValueError("--max_payload_bytes must be positive")
+        if not self.max_unit_seconds > 0:
+            raise ValueError("--max_unit_seconds must be positive")
         if self.dedup_ttl_days <= 0 or self.dedup_hold_seconds < 0:
             raise ValueError("--dedup_ttl_days must be positive and --dedup_hold_seconds not negative")
         if not 0.0 <= self.warm_threshold <= self.hot_threshold <= 1.0:

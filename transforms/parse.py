@@ -21,6 +21,8 @@ from transforms.parsers.registry import parse_payload
 from transforms.sources import SourceRegistry
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
+DEFAULT_MAX_UNIT_SECONDS = 2.0
+TIMED_OUT = "timed_out"
 PROGRESS_EVERY = 10_000  # each worker logs its progress every this many messages
 _log = logging.getLogger(__name__)
 
@@ -129,14 +131,41 @@ class ParseStageConfig:
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     google_ads_key: str | None = None
     registry_path: str | None = None
+    max_unit_seconds: float = DEFAULT_MAX_UNIT_SECONDS
+
+
+class TimedOutDoFn(beam.DoFn):
+    """A message whose parse overran the time budget (Beam's exception-handling output) -> its dead letter."""
+
+    def __init__(self, budget_seconds: float):
+        self.budget = budget_seconds
+        self.timeouts = Metrics.counter("parse", "processing_timeouts")
+
+    def process(self, failed):
+        msg, _error = failed
+        self.timeouts.inc()
+        _log.error("message_id=%s overran the %.1f s time budget of one unit", msg.message_id, self.budget)
+        yield dead_letter_for_message(msg, stage="parse", error_type="processing_timeout",
+                                      error_message=f"parsing took longer than {self.budget:g} s")
 
 
 class ParseMessages(beam.PTransform):
-    """InputMessage -> Unit (main ``units``) and DeadLetter (``dead_letters``)."""
+    """InputMessage -> ``{"units": Unit, "dead_letters": DeadLetter}``.
+
+    Each message gets ``max_unit_seconds``: Beam's ``with_exception_handling(timeout=...)`` runs the parse in a
+    worker thread and gives up waiting at the deadline, so one slow message ends as a ``processing_timeout`` dead
+    letter and the bundle goes on (the overrunning thread finishes in the background: parsers are linear in the
+    payload, which the size limit bounds)."""
 
     def __init__(self, config: ParseStageConfig = ParseStageConfig()):
         super().__init__()
         self.fn = ParseDoFn(config.max_payload_bytes, config.google_ads_key, config.registry_path)
+        self.budget = config.max_unit_seconds
 
     def expand(self, messages):
-        return messages | "ParseMessage" >> beam.ParDo(self.fn).with_outputs(ParseDoFn.DEAD_LETTERS, main="units")
+        parsed = messages | "ParseMessage" >> beam.ParDo(self.fn).with_exception_handling(
+            main_tag="units", dead_letter_tag=TIMED_OUT, exc_class=TimeoutError, timeout=self.budget,
+        ).with_outputs(ParseDoFn.DEAD_LETTERS, main="units")
+        timed_out = parsed[TIMED_OUT] | "TimedOut" >> beam.ParDo(TimedOutDoFn(self.budget))
+        dead = (parsed[ParseDoFn.DEAD_LETTERS], timed_out) | "ParseDeadLetters" >> beam.Flatten()
+        return {"units": parsed["units"], "dead_letters": dead}

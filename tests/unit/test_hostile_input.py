@@ -210,3 +210,30 @@ def test_hostile_html_near_the_payload_limit_still_parses(shape):
     # the ordinary body's own first phone comes before the contact block
     want = {"unclosed_svg": None, hostile.ORDINARY: "555-1234"}.get(shape, "+1 212 555 0001")
     assert lead.phone == want
+
+
+def test_a_message_over_the_time_budget_is_a_processing_timeout_and_the_rest_flows(monkeypatch):
+    import time as time_module
+
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms import parse as parse_stage
+
+    real = parse_stage.parse_message
+
+    def slow_for_one(msg, config, max_payload_bytes):
+        if msg.message_id == "slow":
+            time_module.sleep(1.5)  # what a pathological payload would cost
+        return real(msg, config, max_payload_bytes)
+
+    monkeypatch.setattr(parse_stage, "parse_message", slow_for_one)
+    body = json.dumps({"external_id": "t1", "full_name": "A", "phone": "+12125550001"}).encode()
+    messages = [InputMessage(i, body, {"provider": "api"}) for i in ("fast-1", "slow", "fast-2")]
+    with TestPipeline() as p:
+        out = p | beam.Create(messages) | parse_stage.ParseMessages(parse_stage.ParseStageConfig(max_unit_seconds=0.3))
+        assert_that(out["units"] | "UnitIds" >> beam.Map(lambda u: u.unit_id), equal_to(["fast-1", "fast-2"]),
+                    label="units")
+        assert_that(out["dead_letters"] | "Dead" >> beam.Map(lambda d: (d.message_id, d.error_type)),
+                    equal_to([("slow", "processing_timeout")]), label="dead")
