@@ -74,11 +74,19 @@ def _refuse_constant(name: str):
     raise JsonRejected("json_non_finite_number", f"JSON holds {name}, which is not a JSON number")
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # which value wins differs between decoders: refuse rather than guess
+        raise JsonRejected("json_duplicate_key", "a JSON object names the same key twice")
+    return obj
+
+
 def decode_json(text: str | bytes):
-    """``json.loads`` with what JSON itself refuses refused here too: NaN and Infinity, and numbers too long for
-    Python to convert (its integer-string limit). Raises JsonRejected with a stable error type."""
+    """``json.loads`` with what JSON itself refuses refused here too: NaN and Infinity, numbers too long for
+    Python to convert (its integer-string limit), and objects that repeat a key. Raises JsonRejected with a
+    stable error type."""
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
         raise JsonRejected("invalid_json", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except RecursionError:

@@ -24,6 +24,8 @@ HUGE_INT = "9" * 5000  # past Python's integer-string conversion limit (4300 dig
     ('{"id": Infinity}', "json_non_finite_number"),
     ('{"phone": [-Infinity, "+15551234567"]}', "json_non_finite_number"),
     ('{"id": 1', "invalid_json"),
+    ('{"phone": "+12125550001", "phone": "+12125550002"}', "json_duplicate_key"),
+    ('{"a": {"x": 1, "x": 2}}', "json_duplicate_key"),
 ])
 def test_payload_json_refused_with_its_own_error_type(text, error_type):
     with pytest.raises(ParseError) as e:
@@ -45,6 +47,7 @@ def test_ordinary_json_numbers_still_decode():
     json.dumps({"message_id": "m" * 2000, "data": "x"}),
     '{"message_id": "m1", "data": "x", "publish_time": "9999-12-31T23:59:59-01:00"}',
     '{"message_id": "m1", "data_base64": 5}',
+    '{"message_id": "m1", "message_id": "m2", "data": "x"}',
 ])
 def test_a_hostile_input_line_is_an_input_line_error(line):
     with pytest.raises(InputLineError):
