@@ -16,7 +16,7 @@ import html
 import random
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, formataddr
 from typing import Any
 
 import phonenumbers
@@ -168,7 +168,8 @@ def _direct(person: Any, address: str, message: str, external_id: str, rng: rand
         f"<div>Phone: <a href=\"tel:{_esc(person.phone)}\">{_esc(phone)}</a></div></div>"
     )
     return {
-        "From": f"{person.full_name} <{person.email}>", "To": DIRECT_INBOX,
+        # formataddr quotes a name holding specials (". 0" unquoted crashes the stdlib header parser)
+        "From": formataddr((person.full_name, person.email)), "To": DIRECT_INBOX,
         "Subject": f"Question about {address}", "text": text, "html": f"<html><body>{body}</body></html>",
         "html_cte": "",
     }
