@@ -1,7 +1,8 @@
 r"""The Leadflow graph without its I/O: the stages every input message goes through, in both modes.
 
     messages -> Parse -> Normalize -> Dedup -> Score -> Enrich -> Route -> {table: records} + deliveries
-                                         \-> DailySourceCounts, RegisterSources
+                                         \-> DailySourceCounts, RegisterSources, merges, guards
+                                         \-> lead_versions <- Score, Route
     agent events ----------------------------------------------> Route
 
 Each stage takes one config object, built here from the pipeline options (``StageConfigs.from_options``);
@@ -16,11 +17,13 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from pipelines.dataflow import is_dataflow
-from pipelines.options import LeadflowOptions
+from pipelines.options import LOCAL_IDENTITY_STORE, LeadflowOptions
 from transforms.assign import RouteAndAssign, RoutingConfig
 from transforms.daily_counts import DailySourceCounts
-from transforms.dedup import DedupConfig, DeduplicatePersons
+from transforms.dedup import DeduplicatePersons
 from transforms.enrich import EnrichLeads, ReferenceConfig, ReferenceSideInput, RegisterUnknownSources
+from transforms.identity import IdentityConfig
+from transforms.lead_record import assignment_versions, scored_version
 from transforms.normalize import NormalizeLeads
 from transforms.parse import ParseMessages, ParseStageConfig
 from transforms.score import ScoreLeads, ScoringConfig
@@ -32,12 +35,13 @@ class StageConfigs:
 
     parse: ParseStageConfig
     default_region: str
-    dedup: DedupConfig
+    dedup: IdentityConfig
     early_firing_seconds: float
     unverified_source_reliability: float
     scoring: ScoringConfig | None
     routing: RoutingConfig | None
     periodic_reference: bool  # the reference data as a refreshed side input (Dataflow streaming)
+    reference_data: str | None = None  # where identity_blocklist.csv lives (None: bundled)
 
     @classmethod
     def from_options(cls, o: LeadflowOptions, streaming: bool, clock: Callable[[], float] | None = None
@@ -51,10 +55,25 @@ class StageConfigs:
         return cls(
             parse=ParseStageConfig(o.max_payload_bytes, o.google_ads_key, o.source_registry, o.max_unit_seconds),
             default_region=o.default_region,
-            dedup=DedupConfig(o.dedup_hold_seconds, o.dedup_ttl_days),
+            dedup=IdentityConfig(identity_store(o, streaming), o.identity_max_companions, o.identity_fan_in_days,
+                                 o.dedup_ttl_days),
             early_firing_seconds=o.early_firing_seconds,
             unverified_source_reliability=o.unverified_source_reliability,
-            scoring=scoring, routing=routing, periodic_reference=streaming and is_dataflow(o))
+            scoring=scoring, routing=routing, periodic_reference=streaming and is_dataflow(o),
+            reference_data=o.reference_data)
+
+
+def identity_store(o: LeadflowOptions, streaming: bool) -> str:
+    """The identity store of a run: as given, else memory (bounded) or a local SQLite file (local streaming)."""
+    on_dataflow = is_dataflow(o)
+    if o.identity_store:
+        if on_dataflow and streaming and not o.identity_store.startswith("bigtable:"):
+            raise ValueError("streaming on Dataflow needs --identity_store=bigtable:projects/P/instances/I/tables/T "
+                             "(memory and sqlite live in one worker)")
+        return o.identity_store
+    if streaming and on_dataflow:
+        raise ValueError("streaming on Dataflow needs --identity_store=bigtable:projects/P/instances/I/tables/T")
+    return f"sqlite:{LOCAL_IDENTITY_STORE}" if streaming else "memory"
 
 
 class LeadGraph(beam.PTransform):
@@ -68,14 +87,18 @@ class LeadGraph(beam.PTransform):
     def expand(self, inputs):
         c = self.config
         parsed = inputs["messages"] | "Parse" >> ParseMessages(c.parse)
-        normalized = parsed["units"] | "Normalize" >> NormalizeLeads(c.default_region)
+        normalized = parsed["units"] | "Normalize" >> NormalizeLeads(c.default_region, c.reference_data)
         deduped = normalized.leads | "Dedup" >> DeduplicatePersons(c.dedup)
         counts = deduped.events | "DailySourceCounts" >> DailySourceCounts(c.early_firing_seconds)
         registrations = deduped.events | "RegisterSources" >> RegisterUnknownSources(c.unverified_source_reliability)
         leads = deduped.leads | "Score" >> ScoreLeads(c.scoring) if c.scoring else deduped.leads
         out = {"lead_events": deduped.events, "lead_source_history": deduped.history,
-               "source_daily_counts": counts, "source_registrations": registrations}
+               "source_daily_counts": counts, "source_registrations": registrations,
+               "lead_merges": deduped.merges, "identifier_guards": deduped.guards}
+        versions = [deduped.versions]
         dead_letters = [parsed["dead_letters"], normalized.dead_letters]
+        if c.scoring:
+            versions.append(leads | "ScoredVersions" >> beam.Map(scored_version))
         if c.routing is None:
             out.update(leads=leads, deliveries=leads)
         else:
@@ -83,6 +106,8 @@ class LeadGraph(beam.PTransform):
             out.update(leads=routed["lead"], deliveries=routed["delivery"], manual_review=routed["manual_review"],
                        lead_assignments=routed["assignment"], agent_status=routed["agent_status"])
             dead_letters.append(routed["dead_letters"])
+            versions.append(routed["assignment"] | "RoutingVersions" >> beam.FlatMap(assignment_versions))
+        out["lead_versions"] = versions | "AllVersions" >> beam.Flatten()
         out["dead_letters"] = dead_letters | "AllDeadLetters" >> beam.Flatten()
         return out
 

@@ -1,12 +1,13 @@
 """The Leadflow lead pipeline.
 
 Reads inbound lead messages from many providers, parses each with its provider's parser,
-normalizes phones (E.164), e-mails and names, recognises the same person across providers with a
-stateful per-person DoFn, scores each new lead (LightGBM via BentoML or in-process, with a rule-based
-fallback), enriches it from reference data, routes it to a territory, team and agent (weighted round
+normalizes phones (E.164), e-mails and names, recognises the same person across providers, phones
+and e-mails on arrival (an identity store outside the job), scores each new lead (LightGBM via BentoML
+or in-process, with a rule-based fallback), enriches it from reference data, routes it to a territory, team and agent (weighted round
 robin, re-assigned when the agent does not accept within the SLA), counts events per source and day,
 and writes one table per record: ``leads``, ``lead_events``, ``lead_source_history``, ``dead_letters``,
-``source_daily_counts``, ``lead_assignments``, ``agent_status``, ``source_registrations``; deliveries
+``source_daily_counts``, ``lead_assignments``, ``agent_status``, ``source_registrations``, ``lead_merges``,
+``lead_versions``, ``identifier_guards`` (bounded runs also ``leads_current.jsonl``); deliveries
 (one per offer to an agent), manual-review leads and dead letters go to Pub/Sub topics.
 Every input unit (a message, or a row of a CSV upload) ends as exactly one ``lead_events`` row or
 one ``dead_letters`` row.
@@ -50,6 +51,7 @@ from pipelines.io import (
 )
 from pipelines.options import LeadflowOptions
 from schemas.records import TABLES
+from transforms.lead_record import CurrentLeads
 
 
 def build(p: beam.Pipeline, opts: LeadflowOptions, clock=None) -> dict[str, beam.PCollection]:
@@ -63,7 +65,8 @@ def build(p: beam.Pipeline, opts: LeadflowOptions, clock=None) -> dict[str, beam
     tables = out
     assert set(tables) <= set(TABLES), f"unknown tables {set(tables) - set(TABLES)}"
     if opts.output_dir:
-        tables | "WriteTables" >> WriteTablesToFiles(opts.output_dir)
+        current = tables | "CurrentLeads" >> CurrentLeads()
+        {**tables, "leads_current": current} | "WriteTables" >> WriteTablesToFiles(opts.output_dir)
     published = {**streams, "dead_letters": tables["dead_letters"]}
     if opts.bq_dataset:
         rejected = write_bigquery(tables, opts)

@@ -17,6 +17,8 @@ from schemas.resources import SUBSCRIPTION_PATH, TOPIC_PATH
 from scoring import model_store
 from transforms.parse import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_UNIT_SECONDS
 
+LOCAL_IDENTITY_STORE = ".leadflow/identity.sqlite"  # local streaming's default: survives a restart
+
 
 class LeadflowOptions(PipelineOptions):
     @classmethod
@@ -69,10 +71,17 @@ class LeadflowOptions(PipelineOptions):
         g.add_argument("--max_unit_seconds", type=float, default=DEFAULT_MAX_UNIT_SECONDS,
                        help="Time budget for parsing one message; an overrun is a processing_timeout dead letter "
                             "(default 2 s).")
-        g.add_argument("--dedup_hold_seconds", type=float, default=60.0,
-                       help="How long events wait (event time) so out-of-order arrivals decide the primary source.")
         g.add_argument("--dedup_ttl_days", type=float, default=90.0,
-                       help="Days after a person's newest event when their dedup state expires (default 90).")
+                       help="Days after a person's newest event when they are forgotten (a new lead; default 90).")
+        g.add_argument("--identity_store", default=None,
+                       help="Where identity state lives: memory | sqlite:PATH | "
+                            "bigtable:projects/P/instances/I/tables/T. Default: memory for bounded runs, "
+                            f"sqlite:{LOCAL_IDENTITY_STORE} for local streaming; Dataflow needs bigtable:...")
+        g.add_argument("--identity_max_companions", type=int, default=3,
+                       help="An identifier seen with more distinct other identifiers than this within "
+                            "--identity_fan_in_days is shared and stops linking people (default 3).")
+        g.add_argument("--identity_fan_in_days", type=float, default=30.0,
+                       help="The fan-in guard's window in days (default 30).")
         g.add_argument("--early_firing_seconds", type=int, default=60,
                        help="Streaming: how often daily source counts emit updated early panes.")
         g = parser.add_argument_group("Leadflow enrichment and routing")
@@ -104,8 +113,13 @@ class LeadflowOptions(PipelineOptions):
             raise ValueError("--max_payload_bytes must be positive")
         if not self.max_unit_seconds > 0:
             raise ValueError("--max_unit_seconds must be positive")
-        if self.dedup_ttl_days <= 0 or self.dedup_hold_seconds < 0:
-            raise ValueError("--dedup_ttl_days must be positive and --dedup_hold_seconds not negative")
+        if self.dedup_ttl_days <= 0 or self.identity_fan_in_days <= 0 or self.identity_max_companions < 1:
+            raise ValueError("--dedup_ttl_days and --identity_fan_in_days must be positive, "
+                             "--identity_max_companions at least 1")
+        if self.identity_store is not None:
+            from transforms.identity_store import check_spec
+
+            check_spec(self.identity_store)
         if not 0.0 <= self.warm_threshold <= self.hot_threshold <= 1.0:
             raise ValueError("tier thresholds need 0 <= --warm_threshold <= --hot_threshold <= 1")
         if self.scorer == "bentoml" and not self.scorer_url:

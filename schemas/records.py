@@ -59,10 +59,11 @@ class TableSpec:
 
 @dataclass
 class Lead:
-    """One person as Leadflow knows them: written once, at first sighting (outcome ``new``)."""
+    """A person's first sighting (outcome ``new``), written once; the living record is ``leads_current``."""
 
     lead_id: str = doc("Deterministic id of the lead (uuid5 of identity key and first event).")
-    identity_key: str = doc("What identifies the person: 'phone:<E.164>' or 'email:<address>'.", pii=True)
+    identity_key: str = doc("The identifier of the first sighting: 'phone:<E.164>' or 'email:<address>' (the "
+                            "person is known by every identifier seen with them, see lead_merges).", pii=True)
     phone_e164: str | None = doc("Valid phone number in E.164, or null.", pii=True)
     email: str | None = doc("Normalized (lower-cased, syntax-checked) e-mail, or null.", pii=True)
     full_name: str | None = doc("Trimmed full name, or null.", pii=True)
@@ -235,6 +236,94 @@ class SourceRegistration:
     registered_at: datetime = doc("When the pipeline registered it (UTC).")
 
 
+@dataclass
+class LeadMerge:
+    """Two persons found to be one: ``merged_lead_id`` now counts under ``into_lead_id``.
+
+    A lead merged into one that is merged later is re-pointed (a newer row for the same ``merged_lead_id``):
+    the latest row per merged lead names its survivor, so no chain has to be followed.
+    """
+
+    merged_lead_id: str = doc("The absorbed lead (no longer live).")
+    into_lead_id: str = doc("The surviving lead (the older one: earlier first sighting).")
+    merged_at: datetime = doc("Event time of the event that linked them (UTC).")
+    event_id: str = doc("The lead event that linked the two persons.")
+    linked_by: str = doc("Kind of identifier that linked them: phone | email (never its value).")
+    processed_at: datetime = doc("When the pipeline wrote this row (UTC).")
+
+
+@dataclass
+class LeadVersion:
+    """One change to a lead: the living lead record is the latest value of each column (``leads_current``)."""
+
+    version_id: str = doc("Deterministic id of this change (uuid5 of lead, change and cause).")
+    lead_id: str = doc("The lead that changed.")
+    change: str = doc("created | new_source | merged | merged_into | primary_corrected | scored | assigned | "
+                      "accepted | rejected | expired | reassigned | manual_review.")
+    changed_at: datetime = doc("When the change happened (UTC): the event time, or the routing step's time.")
+    event_id: str | None = doc("The lead event that caused the change, when one did.")
+    status: str | None = doc("Lead status after the change: new | scored | assigned | accepted | "
+                             "manual_review | merged (null: unchanged).")
+    source_id: str | None = doc("For new_source: the source added.", default=None)
+    primary_source: str | None = doc("For created and primary_corrected: the primary source.", default=None)
+    primary_provider: str | None = doc("Provider of that primary source.", default=None)
+    first_seen_at: datetime | None = doc("For created and primary_corrected: event time of the earliest event.",
+                                         default=None)
+    merged_lead_id: str | None = doc("For merged: the lead absorbed into this one.", default=None)
+    merged_into: str | None = doc("For merged_into: the surviving lead.", default=None)
+    score: float | None = doc("For scored: the score 0-1.", default=None)
+    score_source: str | None = doc("For scored: model | fallback.", default=None)
+    priority_tier: str | None = doc("For scored: hot | warm | cold.", default=None)
+    team: str | None = doc("For routing changes: the team.", default=None)
+    agent_id: str | None = doc("For routing changes: the agent concerned.", default=None)
+    attempt: int | None = doc("For routing changes: the assignment attempt (1 = first).", default=None)
+    reason: str | None = doc("Why, for manual review, expiry, rejection and re-assignment.", default=None)
+    processed_at: datetime | None = doc("When the pipeline wrote this row (UTC).", default=None)
+
+
+@dataclass
+class LeadCurrent:
+    """The living lead record: one row per lead as it stands now (the ``leads_current`` view; bounded runs write
+    ``leads_current.jsonl``). A merged-away lead has status ``merged`` and names its survivor."""
+
+    lead_id: str = doc("The lead.")
+    status: str = doc("new | scored | assigned | accepted | manual_review | merged.")
+    merged_into: str | None = doc("For a merged-away lead: the surviving lead.")
+    merged_lead_ids: list[str] = doc("Leads merged into this one.")
+    agent_id: str | None = doc("Agent the lead is assigned to or accepted by (null: none).")
+    team: str | None = doc("Team of the latest routing step.")
+    attempts: int = doc("Assignment attempts so far (1 = first offer).")
+    primary_source: str = doc("Source of the person's earliest event (corrected by late arrivals).")
+    primary_provider: str = doc("Provider of that source.")
+    sources: list[str] = doc("Every source that sent the person (absorbed leads included).")
+    source_count: int = doc("How many sources.")
+    events: int = doc("Lead events of the person (absorbed leads included).")
+    score: float | None = doc("Latest score 0-1.")
+    priority_tier: str | None = doc("hot | warm | cold, from the latest score.")
+    score_source: str | None = doc("model | fallback.")
+    first_seen_at: datetime = doc("Event time of the person's earliest event (UTC).")
+    last_seen_at: datetime = doc("Event time of the person's latest event (UTC).")
+    phone_e164: str | None = doc("Phone of the first sighting.", pii=True)
+    email: str | None = doc("E-mail of the first sighting.", pii=True)
+    full_name: str | None = doc("Name of the first sighting.", pii=True)
+    is_test: bool = doc("True for provider test leads.")
+    updated_at: datetime = doc("Time of the latest change or event (UTC).")
+
+@dataclass
+class IdentifierGuard:
+    """An identifier that stopped linking people: seen with too many distinct people (a switchboard, a
+    call-centre number, a shared family address). Holds a keyed hash, never the identifier."""
+
+    identifier_hash: str = doc("Keyed hash (HMAC-SHA256) of the identifier.")
+    kind: str = doc("phone | email.")
+    decision: str = doc("shared: no longer links people.")
+    companions: int = doc("Distinct other identifiers seen with it within the window when it tripped.")
+    window_days: float = doc("The fan-in window.")
+    decided_at: datetime = doc("Event time of the event that tripped the guard (UTC).")
+    event_id: str = doc("That event.")
+    processed_at: datetime = doc("When the pipeline wrote this row (UTC).")
+
+
 # --------------------------------------------------------------------------------------
 # Accepted payloads
 # --------------------------------------------------------------------------------------
@@ -313,6 +402,13 @@ TABLES: dict[str, TableSpec] = {
                   row_key=("agent_id", "status", "changed_at", "agent_event_id")),
         TableSpec("source_registrations", SourceRegistration, "registered_at", ("provider",),
                   "Unknown sources registered automatically as unverified.", row_key=("source_id",)),
+        TableSpec("lead_merges", LeadMerge, "merged_at", ("into_lead_id",),
+                  "Persons found to be one: the absorbed lead and its survivor.",
+                  row_key=("merged_lead_id", "event_id")),
+        TableSpec("lead_versions", LeadVersion, "changed_at", ("lead_id", "change"),
+                  "Every change to a lead; leads_current is the latest state.", row_key=("version_id",)),
+        TableSpec("identifier_guards", IdentifierGuard, "decided_at", ("kind",),
+                  "Identifiers that stopped linking people (fan-in guard).", row_key=("identifier_hash",)),
         TableSpec("lead_outcomes", LeadOutcome, "outcome_at", ("lead_id",),
                   "Reported lead outcomes (conversions), for source reliability and retraining.",
                   row_key=("lead_id", "outcome_at"), written_by_pipeline=False),

@@ -7,8 +7,11 @@
 - Free text that ends in CRM exports and spreadsheets (names, message, city, state, address) is formula-safe:
   a value starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a leading ``'``, as OWASP
   recommends against CSV injection; the original stays in the raw payload (Pub/Sub, dead letters).
-- Identity: ``phone:<E.164>`` when the phone is valid, else ``email:<address>``; neither is a
-  dead letter (``missing_contact``, ``invalid_phone`` or ``invalid_email``).
+- A phone or e-mail on the identity blocklist (``transforms.blocklist``: placeholders, role addresses, our own
+  numbers) is dropped: it is no contact (status ``blocked``).
+- Identity key (the first sighting's): ``phone:<E.164>`` when the phone is valid, else ``email:<address>``;
+  neither is a dead letter (``missing_contact``, ``invalid_phone``, ``invalid_email`` or ``blocked_contact``).
+  Which person an event belongs to is decided later from both (``transforms.identity``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import phonenumbers
 from apache_beam.metrics import Metrics
 from email_validator import EmailNotValidError, validate_email
 
+from transforms.blocklist import Blocklist
 from transforms.messages import RejectedInput, dead_letter
 from transforms.parsers.base import RawLead, strip_invisible
 
@@ -71,9 +75,9 @@ class NormalizedLead:
     event_time: datetime
     publish_time: datetime
     phone_e164: str | None
-    phone_status: str  # valid | invalid | missing
+    phone_status: str  # valid | invalid | missing | blocked
     email: str | None
-    email_status: str  # valid | invalid | missing
+    email_status: str  # valid | invalid | missing | blocked
     full_name: str | None
     first_name: str | None
     last_name: str | None
@@ -154,16 +158,24 @@ def full_name_of(raw: RawLead) -> str | None:
     return normalize_text(" ".join(p for p in parts if p), MAX_NAME_LENGTH)
 
 
-def normalize_unit(unit: Unit, default_region: str = "US") -> NormalizedLead:
+def normalize_unit(unit: Unit, default_region: str = "US", blocklist: Blocklist | None = None) -> NormalizedLead:
     """The pure normalization of one unit. Raises NormalizeError when no identity can be formed."""
     raw = unit.raw
     country = normalize_country(raw.country)
     phone, phone_status = normalize_phone(raw.phone, country or default_region)
     email, email_status = normalize_email(raw.email)
+    if blocklist is not None:
+        if phone and blocklist.reason("phone", phone):
+            phone, phone_status = None, "blocked"
+        if email and blocklist.reason("email", email):
+            email, email_status = None, "blocked"
     if phone:
         identity = "phone:" + phone
     elif email:
         identity = "email:" + email
+    elif "blocked" in (phone_status, email_status):
+        raise NormalizeError("blocked_contact", "every contact of the lead is on the identity blocklist "
+                             "(placeholder, role address or one of our own numbers)")
     elif phone_status == "invalid" and email_status == "missing":
         raise NormalizeError("invalid_phone", "the phone number is not valid and there is no e-mail")
     elif email_status == "invalid" and phone_status == "missing":
@@ -209,14 +221,18 @@ class NormalizeDoFn(beam.DoFn):
 
     DEAD_LETTERS = "dead_letters"
 
-    def __init__(self, default_region: str):
-        self.default_region = default_region
+    def __init__(self, default_region: str, reference_data: str | None = None):
+        self.default_region, self.reference_data = default_region, reference_data
         self.normalized = Metrics.counter("normalize", "normalized")
         self.rejected = Metrics.counter("normalize", "dead_letters")
+        self.blocked = Metrics.counter("identity", "blocked_identifiers")
+
+    def setup(self):
+        self.blocklist = Blocklist.load(self.reference_data)
 
     def process(self, unit: Unit):
         try:
-            lead = normalize_unit(unit, self.default_region)
+            lead = normalize_unit(unit, self.default_region, self.blocklist)
         except NormalizeError as e:
             self.rejected.inc()
             yield beam.pvalue.TaggedOutput(self.DEAD_LETTERS, dead_letter(
@@ -226,17 +242,17 @@ class NormalizeDoFn(beam.DoFn):
             ))
             return
         self.normalized.inc()
+        self.blocked.inc((lead.phone_status == "blocked") + (lead.email_status == "blocked"))
         yield lead
 
 
 class NormalizeLeads(beam.PTransform):
     """Units -> NormalizedLead (main) and DeadLetter (``dead_letters``)."""
 
-    def __init__(self, default_region: str = "US"):
+    def __init__(self, default_region: str = "US", reference_data: str | None = None):
         super().__init__()
-        self.default_region = default_region
+        self.default_region, self.reference_data = default_region, reference_data
 
     def expand(self, units):
-        return units | "NormalizeUnit" >> beam.ParDo(NormalizeDoFn(self.default_region)).with_outputs(
-            NormalizeDoFn.DEAD_LETTERS, main="leads"
-        )
+        normalize = NormalizeDoFn(self.default_region, self.reference_data)
+        return units | "NormalizeUnit" >> beam.ParDo(normalize).with_outputs(NormalizeDoFn.DEAD_LETTERS, main="leads")

@@ -92,6 +92,7 @@ class StackConfig:
             "--streaming",
             *self.resources.pipeline_args(),
             "--bq_backend=client",
+            f"--identity_store=sqlite:{(self.home / 'identity.sqlite').resolve()}",
             *(["--scorer=bentoml", f"--scorer_url={self.scorer_url}"] if self.scorer else []),
         ]
 

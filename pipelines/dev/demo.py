@@ -28,8 +28,8 @@ from pipelines.ops.summary import format_summary, summarize
 from pipelines.synthetic import generate
 from pipelines.synthetic.samples import agent_events_path, sample_path
 
-# Shortened so the demo does not wait a minute: the dedup hold and the daily-count early panes.
-DEMO_ARGS = ["--dedup_hold_seconds=5", "--early_firing_seconds=5"]
+# Shortened so the demo does not wait a minute for the daily-count early panes.
+DEMO_ARGS = ["--early_firing_seconds=5"]
 
 
 def load_manifest(input_file: Path) -> dict | None:

@@ -32,6 +32,7 @@ PROVIDER_WEIGHTS = {
     "meta_lead_ads": 24, "google_ads_lead_form": 14, "knowlarity_call": 10, "twilio_sms": 9,
     "twilio_voice": 5, "inbound_email": 16, "api": 16, "csv_upload": 6,
 }
+PHONE_ONLY = {"knowlarity_call", "twilio_sms", "twilio_voice"}  # calls and texts carry no e-mail
 EMAIL_SOURCES = ("zillow", "realtor_com", "homes_com", "unknown")
 DEFAULT_START = datetime(2026, 11, 16, 8, 0, tzinfo=UTC)
 
@@ -57,10 +58,29 @@ class Manifest:
 
     messages: int = 0  # input lines
     units: int = 0  # lines + extra CSV rows: each ends as one lead event or one dead letter
-    persons: set[str] = field(default_factory=set)  # E.164 of people with at least one good unit
+    links: dict[str, str] = field(default_factory=dict)  # union-find over phones and e-mails of good units
     dead_letters: Counter = field(default_factory=Counter)  # "stage/error_type" -> count
     providers: Counter = field(default_factory=Counter)  # provider of good units
     replays: int = 0  # exact redeliveries generated
+
+    def add_person(self, *identifiers: str) -> None:
+        """A good unit's phone and e-mail: one person, and every person sharing either is the same one (two
+        generated people can draw the same e-mail; the pipeline rightly sees one person then)."""
+        roots = [self._root(i) for i in identifiers if i]
+        for r in roots[1:]:
+            self.links[r] = roots[0]
+
+    def _root(self, key: str) -> str:
+        self.links.setdefault(key, key)
+        while self.links[key] != key:
+            self.links[key] = self.links[self.links[key]]
+            key = self.links[key]
+        return key
+
+    @property
+    def persons(self) -> set[str]:
+        """One identifier per person (the root of their phones and e-mails)."""
+        return {self._root(k) for k in list(self.links)}
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -214,7 +234,8 @@ def _count_units(msg: dict[str, Any], manifest: Manifest, replay: bool = False) 
         return
     for person in msg["persons"]:
         manifest.units += 1
-        manifest.persons.add(person.phone)
+        carried = () if msg["attributes"]["provider"] in PHONE_ONLY else ("email:" + person.email.lower(),)
+        manifest.add_person("phone:" + person.phone, *carried)
         manifest.providers[msg["attributes"]["provider"]] += 1
 
 

@@ -54,7 +54,7 @@ def test_inprocess_scores_match_the_trained_model(trained, tmp_path):
     home, tag, booster = trained
     leads, events = run(tmp_path, "--scorer=inprocess", f"--scorer_model={tag}",
                         f"--scorer_model_store={home / 'models'}")
-    assert len(leads) == 223 and len(events) == 323  # scoring changes no count
+    assert len(leads) == 222 and len(events) == 323  # scoring changes no count
     assert {r["score_source"] for r in leads} == {"model"}
     assert {r["model_version"] for r in leads} == {tag}
     np.testing.assert_allclose([r["score"] for r in leads], expected_scores(booster, leads), rtol=1e-9)
@@ -68,19 +68,19 @@ def test_bentoml_scorer_then_down_then_wrong_token(trained, tmp_path, monkeypatc
     server = ScorerServer(home, token=TOKEN).start()
     try:
         leads, _ = run(tmp_path / "up", "--scorer=bentoml", f"--scorer_url={server.url}", "--scorer_retries=1")
-        assert len(leads) == 223
+        assert len(leads) == 222
         assert {r["score_source"] for r in leads} == {"model"} and {r["model_version"] for r in leads} == {tag}
         np.testing.assert_allclose([r["score"] for r in leads], expected_scores(booster, leads), rtol=1e-6)
 
         monkeypatch.setenv("LEADFLOW_SCORER_TOKEN", "wrong")
         with caplog.at_level("WARNING"):
             refused, _ = run(tmp_path / "token", "--scorer=bentoml", f"--scorer_url={server.url}")
-        assert len(refused) == 223 and {r["score_source"] for r in refused} == {"fallback"}
+        assert len(refused) == 222 and {r["score_source"] for r in refused} == {"fallback"}
         assert "rejected the token" in caplog.text
     finally:
         server.close()
     monkeypatch.setenv("LEADFLOW_SCORER_TOKEN", TOKEN)
     down, events = run(tmp_path / "down", "--scorer=bentoml", f"--scorer_url={server.url}", "--scorer_retries=0")
-    assert len(down) == 223 and len(events) == 323  # the scorer down loses nothing
+    assert len(down) == 222 and len(events) == 323  # the scorer down loses nothing
     assert {r["score_source"] for r in down} == {"fallback"} and {r["model_version"] for r in down} == {None}
     assert all(0.0 <= r["score"] <= 1.0 and r["priority_tier"] for r in down)

@@ -52,8 +52,7 @@ def test_changed_territory_table_takes_effect_mid_stream(pubsub_emulator, tmp_pa
             for k, v in names.items()}
     options = PipelineOptions([
         "--streaming", f"--input_subscription={subs['leads']}", f"--delivery_topic={topics['deliveries']}",
-        f"--reference_data={ref}", "--reference_refresh_seconds=1", "--dedup_hold_seconds=0",
-    ])
+        f"--reference_data={ref}", "--reference_refresh_seconds=1", ])
     p = beam.Pipeline(options=options)
     build(p, options.view_as(LeadflowOptions))
     result = p.run()

@@ -73,7 +73,7 @@ def test_streaming_matches_bounded_and_every_unit_is_accounted(stack, messages_f
     bounded_dead = list(read_table(str(bounded_out), "dead_letters"))
 
     log = (tmp_path / "pipeline.log").open("wb")
-    args = [*cfg.pipeline_args(), "--dedup_hold_seconds=3", "--early_firing_seconds=5"]
+    args = [*cfg.pipeline_args(), "--early_firing_seconds=5"]
     pipeline = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", *args], stdout=log,
                                 stderr=subprocess.STDOUT, env={**os.environ, **cfg.env()})
     try:

@@ -10,14 +10,20 @@ WED_15_UTC = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)  # Wednesday: 10:00 in Ne
 
 
 def lead(unit_id: str, key: str = "phone:+14155550123", source: str = "meta_lead_ads", *,
-         event_s: float = 0, publish_s: float | None = None, external_id: str | None = None) -> NormalizedLead:
-    """A normalized lead whose provider event time is T0+event_s and publish time T0+publish_s."""
+         event_s: float = 0, publish_s: float | None = None, external_id: str | None = None,
+         phone: str | None = None, email: str | None = None) -> NormalizedLead:
+    """A normalized lead whose provider event time is T0+event_s and publish time T0+publish_s. Its contacts:
+    ``phone`` and ``email`` when given, else the one ``key`` names (``phone:<E.164>`` or ``email:<address>``)."""
     publish_s = event_s if publish_s is None else publish_s
+    if phone is None and email is None:
+        kind, _, value = key.partition(":")
+        phone, email = (value, None) if kind == "phone" else (None, value)
+    key = f"phone:{phone}" if phone else f"email:{email}"
     return NormalizedLead(
         unit_id=unit_id, message_id=unit_id.split("#")[0], identity_key=key, provider=source, source_id=source,
         source_verified=True, external_id=external_id, event_time=T0 + timedelta(seconds=event_s),
-        publish_time=T0 + timedelta(seconds=publish_s), phone_e164=key.removeprefix("phone:") or None,
-        phone_status="valid", email=None, email_status="missing", full_name="Test Person", first_name=None,
+        publish_time=T0 + timedelta(seconds=publish_s), phone_e164=phone, phone_status="valid" if phone else "missing",
+        email=email, email_status="valid" if email else "missing", full_name="Test Person", first_name=None,
         last_name=None, country="US", postal_code=None, city=None, state=None, property_address=None,
         message=None, is_test=False, campaign_id=None, form_id=None, ad_id=None,
     )

@@ -32,7 +32,7 @@ def run(tmp_path_factory) -> Run:
     proxy = TcpProxy((cfg.host, cfg.bigquery_port))
     log_path = home / "pipeline.log"
     log = log_path.open("wb")
-    args = [*cfg.pipeline_args(), "--dedup_hold_seconds=3", "--early_firing_seconds=5", "--scorer_retries=1"]
+    args = [*cfg.pipeline_args(), "--early_firing_seconds=5", "--scorer_retries=1"]
     env = {**os.environ, **cfg.env(), "BIGQUERY_EMULATOR_HOST": f"127.0.0.1:{proxy.port}"}
     pipeline = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", *args], stdout=log,
                                 stderr=subprocess.STDOUT, env=env)
