@@ -16,6 +16,7 @@ TOPIC_PATH = re.compile(r"^projects/[^/]+/topics/[^/]+$")
 
 LOCAL_PROJECT = "leadflow-local"  # the project the local stack's emulators serve
 DATASET = "leadflow"
+IDENTITY_INSTANCE, IDENTITY_TABLE = "leadflow-identity", "identity"  # Bigtable: the identity store on Dataflow
 TOPICS = {
     "input": "leads-in",
     "deliveries": "lead-deliveries",
@@ -51,6 +52,9 @@ class Resources:
     @property
     def bq_dataset(self) -> str:
         return f"{self.project}:{self.dataset}"
+
+    def identity_store(self) -> str:
+        return f"bigtable:projects/{self.project}/instances/{IDENTITY_INSTANCE}/tables/{IDENTITY_TABLE}"
 
     def pipeline_args(self) -> list[str]:
         """The lead pipeline's input and output options for these resources."""

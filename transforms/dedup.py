@@ -14,6 +14,8 @@ event-time order (so no correction is needed), the same decisions as any arrival
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import uuid
 from collections.abc import Iterable
 
@@ -79,7 +81,8 @@ class _ResolverDoFn(beam.DoFn):
         self.config = config
 
     def setup(self):
-        self.store = open_store(self.config.store, create=True)
+        # only an emulator's table is made here; in production Terraform makes it (the job may not administer it)
+        self.store = open_store(self.config.store, create=bool(os.environ.get("BIGTABLE_EMULATOR_HOST")))
         self.resolver = Resolver(self.store, self.config)
         self.counters = _Counters()
 
@@ -121,6 +124,8 @@ class DecideGroupDoFn(_ResolverDoFn):
 
     def process(self, element):
         _, leads = element
+        if self.config.store.startswith("memory"):  # a retried group starts from nothing again
+            self.resolver = Resolver(open_store("memory"), self.config)
         self.resolver.begin(uuid.uuid4().hex, 0)
         for lead in sorted(leads, key=sort_key):
             yield from self._decide(lead)
@@ -136,6 +141,8 @@ class DeduplicatePersons(beam.PTransform):
         super().__init__()
         self.config = config or IdentityConfig()
         check_spec(self.config.store)
+        if self.config.store == "memory":  # one store for this transform's DoFn instances in the process
+            self.config = dataclasses.replace(self.config, store=f"memory:{uuid.uuid4().hex}")
 
     def expand(self, leads):
         keyed = leads | "KeyByIdentity" >> beam.Map(lambda lead: (ONE_KEY, lead)).with_output_types(

@@ -16,14 +16,23 @@ from pathlib import Path
 
 from transforms.identity import decode_row, encode_row
 
-SPEC_HELP = "memory | sqlite:PATH | bigtable:projects/P/instances/I/tables/T"
+SPEC_HELP = "memory | memory:NAME | sqlite:PATH | bigtable:projects/P/instances/I/tables/T"
 BIGTABLE_FAMILY = "s"
 BIGTABLE_COLUMN = b"v"
 
 
 class MemoryStore:
+    """In the process: ``memory:NAME`` names one store shared by every DoFn instance of the process (the
+    DirectRunner makes new instances), so a streaming test keeps its state; a bounded run needs no name."""
+
+    _named: dict[str, MemoryStore] = {}
+
     def __init__(self):
         self.rows: dict[str, bytes] = {}
+
+    @classmethod
+    def named(cls, name: str) -> MemoryStore:
+        return cls._named.setdefault(name, cls())
 
     def get(self, keys: Iterable[str]) -> dict[str, dict]:
         return {k: decode_row(self.rows[k]) for k in keys if k in self.rows}
@@ -127,8 +136,8 @@ class BigtableStore:
 def open_store(spec: str, create: bool = False):
     """The store a spec names (``SPEC_HELP``)."""
     kind, _, rest = spec.partition(":")
-    if kind == "memory" and not rest:
-        return MemoryStore()
+    if kind == "memory":
+        return MemoryStore.named(rest) if rest else MemoryStore()
     if kind == "sqlite" and rest:
         return SqliteStore(rest)
     if kind == "bigtable" and rest:
@@ -139,5 +148,5 @@ def open_store(spec: str, create: bool = False):
 def check_spec(spec: str) -> None:
     """Refuses a malformed spec before anything starts (no connection is opened)."""
     kind, _, rest = spec.partition(":")
-    if not ((kind == "memory" and not rest) or (kind in ("sqlite", "bigtable") and rest)):
+    if not (kind == "memory" or (kind in ("sqlite", "bigtable") and rest)):
         raise ValueError(f"unknown identity store {spec!r}: use {SPEC_HELP}")

@@ -1,5 +1,5 @@
-"""The stateful dedup DoFn under TestStream: out-of-order arrivals, late data, expiry; and its
-agreement with the bounded (GroupByKey) execution on the same complete input."""
+"""The dedup stage under TestStream: decided on arrival (no hold), corrections of the primary by late
+arrivals, late data, merges; and its agreement with the bounded execution on the same complete input."""
 
 import uuid
 
@@ -11,7 +11,8 @@ from apache_beam.transforms.window import TimestampedValue
 
 from tests.helpers.leads import T0, lead
 from tests.helpers.recorder import Record, take
-from transforms.dedup import DedupConfig, DeduplicatePersons
+from transforms.dedup import DeduplicatePersons
+from transforms.identity import IdentityConfig
 
 BASE = T0.timestamp()
 DAY = 86400
@@ -40,27 +41,36 @@ def same_lead_groups(expected_outcomes, groups):
     return check
 
 
-def run_stream(stream, matcher, hold=60, ttl_days=90):
-    """Run DeduplicatePersons over a TestStream and check its events."""
+def run_stream(stream, matcher, ttl_days=90, versions=None):
+    """Run DeduplicatePersons over a TestStream and check its events (and, optionally, its versions)."""
     p = TestPipeline(options=streaming_options())
-    out = p | stream | DeduplicatePersons(DedupConfig(hold_seconds=hold, ttl_days=ttl_days))
+    out = p | stream | DeduplicatePersons(IdentityConfig(ttl_days=ttl_days))
     name = f"dedup-{uuid.uuid4()}"
     out.events | "Triples" >> beam.Map(lambda e: (e.message_id, e.outcome, e.lead_id)) | beam.Map(Record(name))
+    out.versions | "Versions" >> beam.Map(lambda v: (v.change, v.primary_source)) | beam.Map(Record(name + "v"))
     result = p.run()
     result.wait_until_finish()
     matcher(take(name))
+    if versions is not None:
+        versions(take(name + "v"))
 
 
-def test_out_of_order_within_the_hold_earliest_event_time_is_primary():
+def test_a_new_person_is_decided_at_once_and_corrected_by_an_earlier_event_arriving_later():
     stream = (
         TestStream()
         .advance_watermark_to(BASE)
         .add_elements([stamped(lead("sms", source="twilio_sms", event_s=100, publish_s=100))])
-        .advance_watermark_to(BASE + 120)  # 20 s before the hold of 'sms' ends
+        .advance_watermark_to(BASE + 120)
         .add_elements([stamped(lead("form", source="google_ads_lead_form", event_s=5, publish_s=130))])
         .advance_watermark_to_infinity()
     )
-    run_stream(stream, same_lead_groups([("form", "new"), ("sms", "cross_source")], [{"form", "sms"}]))
+
+    def corrected(versions):
+        assert sorted(versions) == [("created", "twilio_sms"), ("new_source", None),
+                                    ("primary_corrected", "google_ads_lead_form")]
+
+    run_stream(stream, same_lead_groups([("sms", "new"), ("form", "cross_source")], [{"form", "sms"}]),
+               versions=corrected)
 
 
 def test_late_data_never_creates_a_second_lead():
@@ -68,7 +78,7 @@ def test_late_data_never_creates_a_second_lead():
         TestStream()
         .advance_watermark_to(BASE)
         .add_elements([stamped(lead("first", source="meta_lead_ads", event_s=50, publish_s=50))])
-        .advance_watermark_to(BASE + 1000)  # 'first' is decided as new
+        .advance_watermark_to(BASE + 1000)
         # Late: behind the watermark, with an earlier provider event time, from another source.
         .add_elements([TimestampedValue(lead("late", source="knowlarity_call", event_s=10, publish_s=20), BASE + 20)])
         .advance_watermark_to(BASE + 2000)
@@ -79,23 +89,25 @@ def test_late_data_never_creates_a_second_lead():
                                         [{"first", "late"}]))
 
 
-def test_expiry_timer_clears_the_state():
+def test_an_event_linking_two_persons_merges_them_on_arrival():
+    P, E = "+14155550101", "ann@example.org"
     stream = (
         TestStream()
         .advance_watermark_to(BASE)
-        .add_elements([stamped(lead("a", event_s=0))])
-        .advance_watermark_to(BASE + DAY // 2)
-        .add_elements([stamped(lead("b", source="api", event_s=DAY // 2))])
-        .advance_watermark_to(BASE + 3 * DAY)  # past b + ttl (1 day): the expiry timer clears the state
-        # Late, only 0.1 day after b: the decision's own TTL check would call it a duplicate of b;
-        # it is new only because the timer really dropped the state.
-        .add_elements([TimestampedValue(lead("d", source="api", event_s=0.6 * DAY), BASE + 0.6 * DAY)])
-        .advance_watermark_to(BASE + 3 * DAY + 1)
-        .add_elements([stamped(lead("c", source="api", event_s=3 * DAY + 10))])
+        .add_elements([stamped(lead("call", phone=P, source="knowlarity_call", event_s=0))])
+        .advance_watermark_to(BASE + 10)
+        .add_elements([stamped(lead("web", email=E, source="api", event_s=10))])
+        .advance_watermark_to(BASE + 20)
+        .add_elements([stamped(lead("form", phone=P, email=E, source="meta_lead_ads", event_s=20))])
         .advance_watermark_to_infinity()
     )
-    run_stream(stream, same_lead_groups([("a", "new"), ("b", "cross_source"), ("d", "new"), ("c", "new")],
-                                        [{"a", "b"}, {"d"}, {"c"}]), ttl_days=1)
+
+    def merged(actual):
+        assert sorted((m, o) for m, o, _ in actual) == [("call", "new"), ("form", "cross_source"), ("web", "new")]
+        lead_of = {m: lead_id for m, _, lead_id in actual}
+        assert lead_of["form"] == lead_of["call"] != lead_of["web"]  # the older lead survives
+
+    run_stream(stream, merged, versions=lambda vs: {"merged", "merged_into"} <= {c for c, _ in vs})
 
 
 def test_streaming_and_bounded_executions_agree():
@@ -105,7 +117,7 @@ def test_streaming_and_bounded_executions_agree():
         for i in range(60)
     ] + [lead("m5", key="phone:+14155550005", source="api", event_s=185, publish_s=15, external_id="x5")]
     with TestPipeline(options=PipelineOptions([])) as p:
-        out = p | beam.Create([stamped(ld) for ld in leads]) | DeduplicatePersons(DedupConfig(hold_seconds=10_000))
+        out = p | beam.Create([stamped(ld) for ld in leads]) | DeduplicatePersons()
         out.events | beam.Map(lambda e: (e.message_id, e.outcome, e.lead_id)) | beam.Map(Record("bounded"))
     bounded = take("bounded")
     assert len(bounded) == len(leads)
@@ -118,8 +130,16 @@ def test_streaming_and_bounded_executions_agree():
         if ld.publish_time.timestamp() > watermark:
             watermark = ld.publish_time.timestamp()
             stream = stream.advance_watermark_to(watermark)
-    run_stream(stream.advance_watermark_to_infinity(), lambda got: assert_matches(got, bounded), hold=10_000)
+    run_stream(stream.advance_watermark_to_infinity(), lambda got: assert_same_persons(got, bounded))
 
 
-def assert_matches(actual, expected):
-    assert sorted(actual) == sorted(expected)
+def assert_same_persons(actual, expected):
+    """The same events, grouped into the same persons (lead ids and outcomes depend on arrival order)."""
+    def groups(rows):
+        by_lead = {}
+        for m, _, lead_id in rows:
+            by_lead.setdefault(lead_id, set()).add(m)
+        return sorted(map(sorted, by_lead.values()))
+
+    assert sorted(m for m, _, _ in actual) == sorted(m for m, _, _ in expected)
+    assert groups(actual) == groups(expected)

@@ -53,6 +53,9 @@ def manifest():
         return json.load(f)
 
 
+NOT_IN_SAMPLE = {"lead_merges", "identifier_guards"}
+
+
 @pytest.mark.slow
 def test_every_table_is_written_and_rows_match_their_schema(sample_run):
     out, _ = sample_run
@@ -60,6 +63,9 @@ def test_every_table_is_written_and_rows_match_their_schema(sample_run):
         if not spec.written_by_pipeline:
             continue
         rows = list(read_table(str(out), name))
+        if name in NOT_IN_SAMPLE:  # the sample has no merge and no shared number: tests/e2e and tests/unit cover them
+            assert rows == [], f"{name}: the sample now exercises it, drop it from NOT_IN_SAMPLE"
+            continue
         assert rows, f"{name} is empty"
         schema = json_schema(spec.record)
         for row in rows:

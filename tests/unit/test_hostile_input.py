@@ -81,6 +81,7 @@ def test_a_bad_row_dead_letters_only_that_row_with_the_uploads_facts():
     from transforms.normalize import NormalizeDoFn
 
     fn = NormalizeDoFn("US")
+    fn.setup()
     dead = [out.value for u in bad for out in fn.process(u)]
     assert len(dead) == 20
     want = {"upload_message_id": "up-1", "upload_bytes": str(len(data)),

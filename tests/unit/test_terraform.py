@@ -292,6 +292,7 @@ def test_dataflow_service_account_has_exactly_the_least_privilege_set(tf):
         ("google_storage_bucket_iam_member", "roles/storage.objectAdmin"),
         ("google_artifact_registry_repository_iam_member", "roles/artifactregistry.reader"),
         ("google_secret_manager_secret_iam_member", "roles/secretmanager.secretAccessor"),
+        ("google_bigtable_table_iam_member", "roles/bigtable.user"),  # the identity store: rows only
     ])
     editor = tf["resource"][("google_bigquery_dataset_iam_member", "dataflow_editor")]
     assert editor["dataset_id"] == "${google_bigquery_dataset.leadflow.dataset_id}"

@@ -45,6 +45,7 @@ PRODUCTION_ARGS = (
     "--bq_backend=beam",
     "--scorer=bentoml",
     "--scorer_url=https://scorer.example",
+    f"--identity_store={RESOURCES.identity_store()}",
 )
 # Beam only skips its Cloud Storage soft-delete probe of temp_location in dry-run mode; the pipeline is never run.
 OFFLINE_ARGS = ("--dry_run=True",)

@@ -49,5 +49,6 @@ output "pipeline_parameters" {
     "scorer=bentoml",
     "scorer_url=${google_cloud_run_v2_service.scorer.uri}",
     "reference_data=bq://${var.project}.${google_bigquery_dataset.leadflow.dataset_id}",
+    "identity_store=bigtable:${google_bigtable_table.identity.id}",
   ])
 }
