@@ -28,7 +28,8 @@ from tests.helpers import recorder
 from tests.helpers.bigquery import DATASET, PROJECT, TIMINGS
 from tests.helpers.leads import T0, lead
 from transforms import bigquery_sink as sink
-from transforms.dedup import decide_all
+from transforms.identity import IdentityConfig, Resolver, decide_in_order
+from transforms.identity_store import MemoryStore
 from transforms.messages import dead_letter
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +37,8 @@ REPO = Path(__file__).resolve().parents[2]
 ID_COLUMN = {"leads": "lead_id", "lead_events": "event_id", "lead_source_history": "event_id",
              "dead_letters": "message_id", "source_daily_counts": "source_id",
              "lead_assignments": "assignment_event_id", "agent_status": "agent_id",
-             "source_registrations": "source_id", "lead_outcomes": "lead_id"}
+             "source_registrations": "source_id", "lead_outcomes": "lead_id", "lead_merges": "merged_lead_id",
+             "lead_versions": "version_id", "identifier_guards": "identifier_hash"}
 
 
 # --------------------------------------------------------------------------------------
@@ -44,16 +46,26 @@ ID_COLUMN = {"leads": "lead_id", "lead_events": "event_id", "lead_source_history
 # --------------------------------------------------------------------------------------
 
 
+def decide(*leads):
+    return decide_in_order(Resolver(MemoryStore(), IdentityConfig(), key=b"test"), leads)
+
+
 def sample_records() -> dict[str, list]:
     """Real records for every table: two people, three sources, a dead letter and a daily count."""
-    _, first = decide_all(None, [
+    decisions = decide(
         lead("m1", "phone:+14155550123", "meta_lead_ads", event_s=0),
         lead("m2", "phone:+14155550123", "google_ads", event_s=60, external_id="g-1"),
         lead("m3", "phone:+14155550123", "meta_lead_ads", event_s=120),
-    ])
-    _, second = decide_all(None, [lead("m4", "phone:+14155550188", "zillow", event_s=30)])
-    decisions = first + second
+        lead("m4", "phone:+14155550188", "zillow", event_s=30),
+        lead("m5", "email:ann@example.org", "api", event_s=40),
+        lead("m6", "phone:+14155550188", "api", event_s=50, email="ann@example.org", phone="+14155550188"),
+    )
     return {
+        "lead_merges": [m for d in decisions for m in d.merges],
+        "lead_versions": [v for d in decisions for v in d.versions],
+        "identifier_guards": [g for d in decide(*(
+            lead(f"g{i}", phone="+14155550177", email=f"caller{i}@example.org", event_s=i) for i in range(5)))
+            for g in d.guards],
         "leads": [d.lead for d in decisions if d.lead],
         "lead_events": [d.event for d in decisions],
         "lead_source_history": [d.history for d in decisions if d.history],
@@ -78,7 +90,7 @@ def routing_records(first_lead) -> dict[str, list]:
     ref, state, sla = load_reference(), TeamState(), timedelta(seconds=120)
     routed = route_lead(ref, replace(first_lead, state="NY"))
     outs = dispatch_lead(ref, state, routed, T0, T0, sla) + expire(ref, state, routed.team, T0 + sla, T0, sla)
-    _, (unknown,) = decide_all(None, [lead("m7", "phone:+14155550199", "email:unknown.example", event_s=10)])
+    (unknown,) = decide(lead("m7", "phone:+14155550199", "email:unknown.example", event_s=10))
     return {
         "lead_assignments": [r for k, r in outs if k == ASSIGNMENT],
         "agent_status": [r for k, r in outs if k == AGENT_STATUS],
