@@ -91,7 +91,8 @@ def soak(args: argparse.Namespace, out=print) -> dict:
     log_path = home / "pipeline.log"
     log = log_path.open("wb")
     pipeline = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "run", *cfg.pipeline_args(), "--early_firing_seconds=5"], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **cfg.env()})
+        [sys.executable, "-m", "pipelines.cli", "run", *cfg.pipeline_args(), "--early_firing_seconds=5"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **cfg.env()})
     samples: list[dict] = []
     published = [0]
     stop = threading.Event()

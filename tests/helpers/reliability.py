@@ -95,6 +95,13 @@ class Run:
     units: int = 0  # published units so far (messages, plus extra CSV rows)
     persons: set[str] = field(default_factory=set)  # phones of everybody with a good unit
     batches: dict[str, list[str]] = field(default_factory=dict)  # batch name -> Pub/Sub message ids
+    command: list[str] = field(default_factory=list)  # how the pipeline was started (to start it again)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def restart(self) -> None:
+        """Start the pipeline again (after it was killed), writing on to the same log."""
+        with self.log_path.open("ab") as log:
+            self.pipeline = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
 
     @property
     def dataset(self) -> str:

@@ -34,12 +34,13 @@ def run(tmp_path_factory) -> Run:
     log = log_path.open("wb")
     args = [*cfg.pipeline_args(), "--early_firing_seconds=5", "--scorer_retries=1"]
     env = {**os.environ, **cfg.env(), "BIGQUERY_EMULATOR_HOST": f"127.0.0.1:{proxy.port}"}
-    pipeline = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", *args], stdout=log,
-                                stderr=subprocess.STDOUT, env=env)
+    command = [sys.executable, "-m", "pipelines.cli", "run", *args]
+    pipeline = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    r = Run(cfg, pipeline, log_path, proxy, command=command, env=env)
     try:
-        yield Run(cfg, pipeline, log_path, proxy)
+        yield r
     finally:
-        stop_process(pipeline)
+        stop_process(r.pipeline)
         log.close()
         proxy.close()
         local_stack.down(cfg, out=lines.append)
