@@ -6,7 +6,8 @@ and e-mails on arrival (an identity store outside the job), scores each new lead
 or in-process, with a rule-based fallback), enriches it from reference data, routes it to a territory,
 team and agent (weighted round robin, re-assigned when the agent does not accept within the SLA), counts
 events per source and day, and writes one table per record: ``leads``, ``lead_events``,
-``lead_source_history``, ``dead_letters``, ``source_daily_counts``, ``lead_assignments``, ``agent_status``, ``source_registrations``, ``lead_merges``,
+``lead_source_history``, ``dead_letters``, ``source_daily_counts``, ``lead_assignments``, ``agent_status``,
+``source_registrations``, ``lead_merges``,
 ``lead_versions``, ``identifier_guards`` (bounded runs also ``leads_current.jsonl``); deliveries
 (one per offer to an agent), manual-review leads and dead letters go to Pub/Sub topics.
 Every input unit (a message, or a row of a CSV upload) ends as exactly one ``lead_events`` row or
