@@ -11,7 +11,7 @@ Sections (each figure measured in one run on the same machine state; ratios wher
 - **stages**: cost in µs per lead in the loop (decode+parse, normalize, dedup, score, enrich, route, assign,
   serialize), and the assignment spread per team (leads per agent / capacity, max/min).
 - **memory**: peak RSS of each bounded run (the process and its children); the dedup state per thousand
-  person keys (the pickled PersonState + newest-event micros + key the DedupDoFn keeps between events).
+  persons (the identity store's rows: identifiers, persons and the decision journal, as JSON).
 - **scoring**: the BentoML service over HTTP vs in-process LightGBM at batch sizes 1/32/256
   (``pipelines.dev.scorer_bench``).
 - **parsing**: time per inbound e-mail of each hostile HTML shape beside an ordinary e-mail of the same size, at
@@ -51,7 +51,8 @@ def _peak_rss_mb() -> float:
 def measure_loop(input_file: str, full: bool, model: dict | None = None) -> dict:
     """Runs in a child process: the plain loop over the same functions the pipeline uses."""
     from pipelines.io import to_json_line
-    from transforms.dedup import decide_all
+    from transforms.identity import IdentityConfig, Resolver, sort_key
+    from transforms.identity_store import MemoryStore
     from transforms.messages import InputLineError, message_from_json_line
     from transforms.normalize import NormalizeError, normalize_unit
     from transforms.parse import RejectedMessage, parse_message
@@ -89,13 +90,13 @@ def measure_loop(input_file: str, full: bool, model: dict | None = None) -> dict
     spread = None
     if full:
         t0 = clock()
-        decisions, states = [], {}
-        for key, events in people.items():
-            states[key], decided = decide_all(None, events)
-            decisions.extend(decided)
+        store = MemoryStore()
+        resolver = Resolver(store, IdentityConfig())
+        decisions = [resolver.decide(lead) for lead in sorted((x for xs in people.values() for x in xs),
+                                                              key=sort_key)]
         t1 = clock()
         stage_s["dedup"] += t1 - t0
-        dedup_state = dedup_state_size(states, people)
+        dedup_state = identity_state_size(store)
         new_leads = sorted((d.lead for d in decisions if d.lead is not None), key=lambda x: x.first_seen_at)
         score_info = None
         if model:
@@ -125,22 +126,17 @@ def measure_loop(input_file: str, full: bool, model: dict | None = None) -> dict
 
 
 
-def dedup_state_size(states: dict, people: dict) -> dict:
-    """What the DedupDoFn keeps per person key between events, encoded as its state coders encode it: the
-    PersonState (PickleCoder), the newest event's micros (PickleCoder) and the key (UTF-8); timers and the
-    runner's own bookkeeping are not counted. Returned per key and per thousand keys."""
-    from apache_beam.coders import PickleCoder
-
-    coder = PickleCoder()
-    sizes = []
-    for key, state in states.items():
-        if state is None:
-            continue
-        newest = max(int(e.publish_time.timestamp() * 1e6) for e in people[key])
-        sizes.append(len(coder.encode(state)) + len(coder.encode(newest)) + len(key.encode("utf-8")))
-    mean = sum(sizes) / max(len(sizes), 1)
-    return {"keys": len(sizes), "bytes_per_key_mean": round(mean, 1), "bytes_per_key_max": max(sizes, default=0),
-            "kb_per_1000_keys": round(mean * 1000 / 1024, 1)}
+def identity_state_size(store) -> dict:
+    """What the identity store keeps (its rows as stored: JSON under keyed hashes), per person and per thousand
+    persons; the cache in front of it is bounded separately (``CachedStore.max_rows``)."""
+    persons = sum(1 for k in store.rows if k.startswith("p:"))
+    size = sum(len(k) + len(v) for k, v in store.rows.items())
+    by_kind = {kind: sum(len(k) + len(v) for k, v in store.rows.items() if k.startswith(kind + ":"))
+               for kind in ("i", "p", "u")}
+    per = size / max(persons, 1)
+    return {"keys": persons, "bytes_per_key_mean": round(per, 1), "bytes_per_key_max": None,
+            "kb_per_1000_keys": round(per * 1000 / 1024, 1),
+            "bytes_by_row_kind": by_kind}
 
 
 def score_leads(leads: list, model: dict, stage_s, clock, batch: int = 256) -> tuple[list, dict]:
@@ -406,8 +402,8 @@ def print_report(report: dict) -> None:
             print(f"  {stage:<14}{us:>8.1f}{extra}")
     ds = report["memory"]["dedup_state"]
     if ds:
-        print(f"\ndedup state: {ds['kb_per_1000_keys']} KB per 1,000 person keys (mean {ds['bytes_per_key_mean']} B, "
-              f"max {ds['bytes_per_key_max']} B per key over {ds['keys']:,} keys)")
+        print(f"\nidentity state: {ds['kb_per_1000_keys']} KB per 1,000 persons (identifier, person and journal rows; "
+              f"{ds['bytes_per_key_mean']} B per person over {ds['keys']:,} persons)")
     spread = full.get("assignment_spread")
     if spread:
         print(f"\nassignment spread over {full['new_leads']} new leads (leads per agent / capacity, max/min per team):")
@@ -432,8 +428,7 @@ def print_report(report: dict) -> None:
         print(format_table(report["parsing_ms_per_email"]))
     st = report.get("streaming")
     if st and "steps" in st:
-        print(f"\nstreaming on the local stack (dedup hold {st['dedup_hold_seconds']} s, BigQuery polled every "
-              f"{st['poll_seconds']} s):")
+        print(f"\nstreaming on the local stack (decided on arrival, BigQuery polled every {st['poll_seconds']} s):")
         print(f"{'rate/s':>8}{'units':>7}{'landed':>8}{'p50 s':>8}{'p99 s':>8}{'drain s':>9}  sustained")
         for r in st["steps"]:
             print(f"{r['rate']:>8g}{r['units']:>7}{r['landed']:>8}{r['latency_p50_s']:>8}{r['latency_p99_s']:>8}"

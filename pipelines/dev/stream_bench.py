@@ -15,8 +15,8 @@ not sustained; the last sustained one is the result.
 
     python -m pipelines.dev.stream_bench --rates 2,5,10,20,30,50,75,100,150 --seconds 30
 
-The dedup hold (``--dedup_hold_seconds``) is part of the latency by design: events wait for it so
-earlier events of the same person can arrive. Results go to ``.bench/stream.json``.
+Identity is decided on arrival (no hold), so the latency is the local stack's own. Results go to
+``.bench/stream.json``.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def run_step(publisher, topic, messages, rate, seconds, landing, poll, drain) ->
     drain_s = time.monotonic() - drain_started
     landed = len(landing.seen) - len(before)
     latencies = [landing.seen[u] for u in set(landing.seen) - before]
-    # the backlog fills for about one latency (the dedup hold alone is 5 s), then stays flat while the pipeline
+    # the backlog fills for about one latency, then stays flat while the pipeline
     # keeps up, with a saw-tooth from the runner's bundles: "growing" = the mean backlog over the last third of
     # the step exceeds the middle third's by more than 25% of what was published in a third (and 8 units)
     third = publish_s / 3
@@ -126,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="two short steps (a smoke run)")
     ap.add_argument("--poll", type=float, default=0.5, help="BigQuery poll interval (latency resolution)")
     ap.add_argument("--drain", type=float, default=60, help="seconds a step may take to land after publishing")
-    ap.add_argument("--dedup_hold_seconds", type=float, default=5)
     args = ap.parse_args(argv)
 
     from google.cloud import pubsub_v1
@@ -152,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(cfg.env())
     log = (cfg.home / "pipeline.log").open("wb")
     pipeline = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "run", *cfg.pipeline_args(),
-         f"--dedup_hold_seconds={args.dedup_hold_seconds}"], stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "pipelines.cli", "run", *cfg.pipeline_args()], stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, **cfg.env()})
     results = []
     try:
@@ -186,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         log.close()
         local_stack.down(cfg, out=lambda line: None)
     sustained = [r["rate"] for r in results if r["sustained"]]
-    report = {"dedup_hold_seconds": args.dedup_hold_seconds, "poll_seconds": args.poll, "steps": results,
+    report = {"poll_seconds": args.poll, "steps": results,
               "highest_sustained_rate": max(sustained) if sustained else None}
     (BENCH_DIR / "stream.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{'rate/s':>8}{'units':>7}{'landed':>8}{'p50 s':>8}{'p99 s':>8}{'drain s':>9}  sustained")
@@ -194,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['rate']:>8g}{r['units']:>7}{r['landed']:>8}{r['latency_p50_s']:>8}{r['latency_p99_s']:>8}"
               f"{r['drain_seconds']:>9}  {r['sustained']}")
     print(f"highest sustained rate: {report['highest_sustained_rate']} messages/s "
-          f"(dedup hold {args.dedup_hold_seconds:g} s); written {BENCH_DIR / 'stream.json'}")
+          f"(decided on arrival); written {BENCH_DIR / 'stream.json'}")
     return 0
 
 
