@@ -32,8 +32,11 @@ from pipelines.synthetic import generate
 
 
 def _pipeline_args(cfg, pipeline_dir: Path, extra: list[str]) -> list[str]:
-    known = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--help"], cwd=pipeline_dir,
-                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(pipeline_dir)}).stdout
+    listing = ("import argparse; from pipelines.options import LeadflowOptions as O; p = argparse.ArgumentParser(); "
+               "O._add_argparse_args(p); print(' '.join(s for a in p._actions for s in a.option_strings))")
+    known = set(subprocess.run([sys.executable, "-c", listing], cwd=pipeline_dir, capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": str(pipeline_dir)}, check=True).stdout.split())
+    known |= {"--streaming", "--runner"}
     return [a for a in cfg.pipeline_args() if a.split("=")[0] in known] + extra
 
 

@@ -3,10 +3,23 @@
 -- source_b also sent. Read a row as "of source_a's people, shared_people also came from source_b".
 -- Grain: one row per ordered pair with at least one shared person, both directions; the diagonal
 -- (source_a = source_b) holds each source's own number of people. All time, from lead_source_history
--- (one row per person and source); test leads are included (the history does not mark them).
-WITH sent AS (
+-- (one row per person and source); test leads are included (the history does not mark them). A lead merged into
+-- another counts as its survivor (lead_merges), so people are persons after merges.
+WITH survivor AS (  -- a merged lead counts as its survivor (the latest merge row of each merged lead)
+  SELECT merged_lead_id, into_lead_id FROM (
+    SELECT merged_lead_id, into_lead_id,
+      ROW_NUMBER() OVER (PARTITION BY merged_lead_id ORDER BY merged_at DESC, processed_at DESC) AS n
+    FROM `{project}.{dataset}.lead_merges`
+  )
+  WHERE n = 1
+),
+sent AS (
   SELECT lead_id, source_id, MIN(received_at) AS received_at
-  FROM `{project}.{dataset}.lead_source_history`
+  FROM (
+    SELECT IFNULL(s.into_lead_id, h.lead_id) AS lead_id, h.source_id, h.received_at
+    FROM `{project}.{dataset}.lead_source_history` AS h
+    LEFT JOIN survivor AS s ON s.merged_lead_id = h.lead_id
+  )
   GROUP BY lead_id, source_id
 ),
 per_source AS (

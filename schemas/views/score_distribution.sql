@@ -3,7 +3,8 @@
 -- Grain: one row per UTC day of first sighting, primary source, priority tier, score source and score bucket;
 -- every column is additive, so any date range, source or tier roll-up is a SUM (avg_score: weight by leads).
 -- score_bucket is the bucket's lower bound (0.0 .. 0.9; a score of 1.0 falls in 0.9); leads without a score
--- have priority_tier 'unscored', score_source 'none' and a NULL bucket. Test leads are excluded.
+-- have priority_tier 'unscored', score_source 'none' and a NULL bucket. Test leads and leads merged into another
+-- person (lead_merges) are excluded: one row per person.
 WITH scored AS (
   SELECT
     DATE(first_seen_at) AS lead_date,
@@ -14,6 +15,7 @@ WITH scored AS (
     score
   FROM `{project}.{dataset}.leads`
   WHERE NOT is_test
+    AND lead_id NOT IN (SELECT merged_lead_id FROM `{project}.{dataset}.lead_merges`)
 )
 SELECT
   lead_date,

@@ -72,7 +72,7 @@ def approx_rows(rows: list[dict]) -> list[dict]:
 def test_view_files_say_what_they_answer_and_use_only_the_two_placeholders():
     views = bq.load_views()
     assert [v.name for v in views] == [
-        "daily_leads_by_source", "dead_letters_daily", "provider_overlap", "score_distribution",
+        "daily_leads_by_source", "dead_letters_daily", "leads_current", "provider_overlap", "score_distribution",
         "source_reliability", "speed_to_lead"]
     for view in views:
         assert view.template.startswith("-- Question: ") and len(view.question) > 60, view.name
@@ -283,9 +283,18 @@ def test_views_over_the_pipeline_output(client, tmp_path):
     dataset, _ = new_dataset(client)
     tables = {}
     for table in ("leads", "lead_events", "lead_source_history", "dead_letters", "source_daily_counts",
-                  "lead_assignments"):
+                  "lead_assignments", "lead_versions", "lead_merges"):
         tables[table] = read_jsonl(out / f"{table}.jsonl")
         insert(client, dataset, table, tables[table])
+
+    # The living record: the view over the tables equals the bounded run's own fold (leads_current.jsonl).
+    from tests.e2e.test_leads_current import normal
+
+    current = query(client, dataset, "leads_current", "lead_id")
+    folded = sorted(read_jsonl(out / "leads_current.jsonl"), key=lambda r: r["lead_id"])
+    assert [normal(r) for r in current] == [normal(r) for r in folded]
+    assert sum(1 for r in current if r["status"] != "merged") == manifest["persons"]
+    assert {r["status"] for r in current} >= {"assigned", "accepted"}
 
     daily = query(client, dataset, "daily_leads_by_source", "received_date, source_id")
     assert sum(r["events"] for r in daily) == manifest["lead_events"]
