@@ -353,6 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_stream:
         print("== streaming on the local stack ==", flush=True)
         streaming = _run_tool("pipelines.dev.stream_bench", quick, BENCH_DIR / "stream.json")
+        print("== speed to lead on the local stack ==", flush=True)
+        streaming["speed_to_lead"] = _run_tool("pipelines.dev.speed_to_lead_bench",
+                                               ["--seconds", "10"] if args.quick else [],
+                                               BENCH_DIR / "speed_to_lead.json")
 
     ref = results["loop_full"]["messages_per_s"]
     full = results["loop_full"]
@@ -434,6 +438,10 @@ def print_report(report: dict) -> None:
             print(f"{r['rate']:>8g}{r['units']:>7}{r['landed']:>8}{r['latency_p50_s']:>8}{r['latency_p99_s']:>8}"
                   f"{r['drain_seconds']:>9}  {r['sustained']}")
         print(f"highest sustained rate: {st['highest_sustained_rate']} messages/s")
+        speed = st.get("speed_to_lead") or {}
+        for r in speed.get("steps", []):
+            print(f"speed to lead at {r['rate']:g}/s: CRM delivery p50 {r['delivery_p50_s']} s, p99 "
+                  f"{r['delivery_p99_s']} s; leads_current row p50 {r['visible_p50_s']} s, p99 {r['visible_p99_s']} s")
     elif st:
         print(f"\nstreaming: {st}")
 

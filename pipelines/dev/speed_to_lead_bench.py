@@ -153,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
                         "visible_p99_s": round(percentile(to_visible, 99), 2)})
     label = args.label or ("this tree" if pipeline_dir == Path(".").resolve() else str(pipeline_dir))
     report = {"label": label, "pipeline_args": args.pipeline_arg, "poll_seconds": args.poll, "steps": results}
-    out = BENCH_DIR / "speed_to_lead.jsonl"
+    out = BENCH_DIR / "speed_to_lead.jsonl"  # every run, for side-by-side tables
     with out.open("a") as f:
         f.write(json.dumps(report) + "\n")
+    (BENCH_DIR / "speed_to_lead.json").write_text(json.dumps(report, indent=2) + "\n")  # the latest (make bench)
     print(f"\n{label} {' '.join(args.pipeline_arg)}")
     print(f"{'rate/s':>7}{'leads':>7}{'deliv p50':>11}{'deliv p99':>11}{'row p50':>9}{'row p99':>9}")
     for r in results:
