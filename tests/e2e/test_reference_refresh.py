@@ -52,7 +52,7 @@ def test_changed_territory_table_takes_effect_mid_stream(pubsub_emulator, tmp_pa
             for k, v in names.items()}
     options = PipelineOptions([
         "--streaming", f"--input_subscription={subs['leads']}", f"--delivery_topic={topics['deliveries']}",
-        f"--reference_data={ref}", "--reference_refresh_seconds=1", ])
+        f"--reference_data={ref}", "--reference_refresh_seconds=1", "--identity_store=memory"])
     p = beam.Pipeline(options=options)
     build(p, options.view_as(LeadflowOptions))
     result = p.run()
