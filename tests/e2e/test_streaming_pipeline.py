@@ -125,6 +125,11 @@ def test_streaming_matches_bounded_and_every_unit_is_accounted(stack, messages_f
         routed = {r["routing_status"]: r["n"] for r in client.query(
             f"SELECT routing_status, COUNT(*) AS n FROM `{dataset}.leads` GROUP BY 1").result()}
         assert sum(routed.values()) == counts["leads"] and set(routed) <= {"assigned", "manual_review"}
+        # the living record: one leads_current row per lead, live ones one per person, with the routing status
+        current = {r["status"]: r["n"] for r in client.query(
+            f"SELECT status, COUNT(*) AS n FROM `{dataset}.leads_current` GROUP BY status").result()}
+        assert sum(n for status, n in current.items() if status != "merged") == manifest["persons"]
+        assert set(current) - {"merged"} <= {"assigned", "manual_review"} and current.get("assigned")
         first_steps = next(iter(client.query(
             f"SELECT COUNT(DISTINCT lead_id) AS n FROM `{dataset}.lead_assignments` WHERE attempt = 1").result()))["n"]
         assert first_steps == counts["leads"]
