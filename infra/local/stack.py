@@ -62,6 +62,11 @@ class StackConfig:
         return f"http://{self.host}:{self.scorer_port}"
 
     @property
+    def identity_store(self) -> Path:
+        """The local streaming pipeline's identity state: kept across pipeline restarts, cleared with BigQuery's."""
+        return self.home / "identity.sqlite"
+
+    @property
     def bentoml_home(self) -> Path:
         return self.home / "bentoml"
 
@@ -92,7 +97,7 @@ class StackConfig:
             "--streaming",
             *self.resources.pipeline_args(),
             "--bq_backend=client",
-            f"--identity_store=sqlite:{(self.home / 'identity.sqlite').resolve()}",
+            f"--identity_store=sqlite:{self.identity_store.resolve()}",
             *(["--scorer=bentoml", f"--scorer_url={self.scorer_url}"] if self.scorer else []),
         ]
 
@@ -369,6 +374,11 @@ def up(cfg: StackConfig, out=print) -> dict[str, Service]:
         if name == "scorer":
             tag = ensure_scorer_model(cfg, out)
             out(f"  scorer model: {tag}")
+        if name == "bigquery" and cfg.identity_store.exists():
+            # the emulator starts empty: persons the old identity state knows would never get a leads row again
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(cfg.identity_store) + suffix).unlink(missing_ok=True)
+            out("  identity state cleared (the BigQuery emulator starts empty)")
         started = time.monotonic()
         svc, proc = _start(cfg, name, args)
         services[name] = svc

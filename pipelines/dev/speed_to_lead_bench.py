@@ -65,8 +65,6 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = local_stack.StackConfig(pubsub_port=free_port(), bigquery_port=free_port(), bigquery_grpc_port=free_port(),
                                   home=BENCH_DIR / "speed")
-    if (cfg.home / "identity.sqlite").exists():
-        (cfg.home / "identity.sqlite").unlink()
     local_stack.up(cfg, out=lambda line: print("  " + line, flush=True))
     os.environ.update(cfg.env())
     pipeline_dir = Path(args.pipeline_dir).resolve()
