@@ -1,10 +1,11 @@
 """Leadflow: the job's packages for Dataflow workers (``--setup_file``), and ``pip install -e .`` for developers.
 
 Workers get the floors the job runs on: ``schemas``, ``scoring``, ``transforms``, ``pipelines`` (the job and the
-operator tools). The local stack (``infra.local``: emulators, DirectRunner speed-ups), the deployment tools
-(``infra.deploy``), synthetic data with the bundled sample (``pipelines.synthetic``) and the developer tools
-(``pipelines.dev``) stay out of the distribution: they run from the repository checkout, where the editable install
-maps the top-level packages to their folders (so ``leadflow local``, ``leadflow demo`` work there).
+operator tools); ``gateway``, the ingestion gateway, is a service deployed beside the job (its dependencies are the
+``gateway`` extra; the job never imports it). The local stack (``infra.local``: emulators, DirectRunner speed-ups),
+the deployment tools (``infra.deploy``), synthetic data with the bundled sample (``pipelines.synthetic``) and the
+developer tools (``pipelines.dev``) stay out of the distribution: they run from the repository checkout, where the
+editable install maps the top-level packages to their folders (so ``leadflow local``, ``leadflow demo`` work there).
 
 Dependencies are pinned in requirements.lock (resolved in one run from requirements.in); the
 ``install_requires`` here are the ranges workers need, so ``--setup_file`` builds stay light.
@@ -22,7 +23,7 @@ setuptools.setup(
     python_requires=">=3.11,<3.12",
     # "infra" itself (empty) stays listed: the editable install maps top-level packages to their folders
     packages=setuptools.find_packages(
-        include=["pipelines*", "transforms*", "scoring*", "schemas*", "infra"], exclude=LOCAL_ONLY),
+        include=["pipelines*", "transforms*", "scoring*", "schemas*", "gateway*", "infra"], exclude=LOCAL_ONLY),
     package_data={
         "transforms.reference_data": ["*.csv"],
         "schemas": ["views/*.sql"],
@@ -43,6 +44,10 @@ setuptools.setup(
         "numpy",
         "lightgbm>=4",  # --scorer=inprocess (with bentoml for the model store)
     ],
-    extras_require={"inprocess": ["bentoml==1.4.39"]},
+    extras_require={
+        "inprocess": ["bentoml==1.4.39"],
+        "gateway": ["fastapi", "uvicorn", "httpx", "python-multipart", "twilio", "limits", "openpyxl", "aiosmtpd",
+                    "google-cloud-pubsub"],
+    },
     entry_points={"console_scripts": ["leadflow=pipelines.cli:main"]},
 )
