@@ -35,7 +35,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         components.setdefault("schemas", {})["Lead"] = leads.LEAD_SCHEMA
         components["securitySchemes"] = {
             "ApiKey": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER},
-            "Bearer": {"type": "http", "scheme": "bearer"},
         }
         app.openapi_schema = schema
     return app.openapi_schema

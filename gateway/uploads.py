@@ -7,11 +7,12 @@ mode, first worksheet only (exports put the leads there); cells become text the 
 
 from __future__ import annotations
 
+import csv
 import io
 import zipfile
 from datetime import date, datetime, time
 
-from transforms.parsers.csv_upload import csv_text
+from transforms.parsers.csv_upload import CONTACT_HEADERS, canonical_header, csv_text
 
 XLSX_MAGIC = b"PK\x03\x04"  # an XLSX file is a ZIP archive
 XLSX_TYPES = frozenset({"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"})
@@ -70,12 +71,32 @@ def xlsx_to_csv(data: bytes) -> str:
     return csv_text(*rows)
 
 
+def _check_header(text: str) -> None:
+    """The pipeline's rule for the header row (the first non-blank one names a phone or an e-mail column), checked
+    here too: an API client hears of a wrong file at once instead of finding a dead letter later."""
+    for line in io.StringIO(text[:65_536]):
+        if line.strip():
+            try:
+                cells = next(csv.reader([line]), [])
+            except csv.Error:
+                break
+            if any(canonical_header(cell) in CONTACT_HEADERS for cell in cells):
+                return
+            break
+    raise UploadRejected("no_contact_column", "the header row names no phone or e-mail column")
+
+
 def upload_csv(data: bytes, filename: str | None, content_type: str | None) -> tuple[bytes, str]:
     """(the CSV bytes to publish, ``csv`` or ``xlsx``). A CSV travels byte for byte."""
+    if not data.strip():
+        raise UploadRejected("empty_upload", "the upload is empty")
     if is_xlsx(data, filename, content_type):
-        return xlsx_to_csv(data).encode("utf-8"), "xlsx"
+        text = xlsx_to_csv(data)
+        _check_header(text)
+        return text.encode("utf-8"), "xlsx"
     try:
-        data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UploadRejected("not_utf8", "a CSV upload must be UTF-8 text (or upload the XLSX file)") from None
+    _check_header(text)
     return data, "csv"

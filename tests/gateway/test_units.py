@@ -1,0 +1,143 @@
+"""The gateway's pure parts without HTTP: settings, e-mail classification, API bodies, uploads, Meta notifications,
+rate limits and idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import pytest
+
+from gateway import leads, mail, uploads
+from gateway.clients import ClientRegistry, RateLimits, presented_key
+from gateway.config import ENV, ApiClient, GatewayConfig, key_hash, load_config
+from gateway.idempotency import IdempotencyStore, KeyReused, StoredResponse
+from gateway.meta_graph import lead_notifications
+from tests.gateway.conftest import fixture_bytes
+
+
+def test_config_from_env_and_file(tmp_path):
+    path = tmp_path / "gateway.json"
+    path.write_text(json.dumps({"api_clients": [{"client_id": "acme", "key_sha256": key_hash("k")}],
+                                "google_ads_form_keys": {"1": "a"}, "meta_verify_token": "from-file"}))
+    config = load_config({"LEADFLOW_GATEWAY_CONFIG": str(path), "LEADFLOW_PROJECT": "p1",
+                          "LEADFLOW_META_VERIFY_TOKEN": "from-env", "LEADFLOW_GATEWAY_MAX_BODY_BYTES": "123"})
+    assert config.input_topic == "projects/p1/topics/leads-in"
+    assert config.dead_letter_topic == "projects/p1/topics/lead-dead-letters"
+    assert config.meta_verify_token == "from-env" and config.max_body_bytes == 123
+    assert config.api_clients == (ApiClient("acme", key_hash("k"), "10000/hour"),)
+    assert config.google_ads_form_keys == {"1": "a"}
+    assert load_config({}).input_topic == "projects/leadflow-local/topics/leads-in"
+    with pytest.raises(ValueError, match="unknown gateway settings"):
+        load_config({}, metaa_app_secret="x")
+    # every variable names a real setting (one list, documented in docs/gateway.md)
+    fields = set(GatewayConfig.__dataclass_fields__)
+    assert all(setting in fields for setting, _ in ENV.values() if setting)
+
+
+def test_docs_list_every_env_var():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "gateway.md").read_text()
+    assert [name for name in ENV if f"`{name}`" not in text] == []
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("email_lead.eml", None), ("email_auto_reply.eml", "auto_reply"), ("email_bounce.eml", "auto_reply"),
+    ("email_bounce_without_auto_submitted.eml", "bounce")])
+def test_mail_classification(name, kind):
+    assert mail.not_a_lead(fixture_bytes(name)) == kind
+
+
+def test_mail_headers():
+    assert mail.not_a_lead(b"From: a@example.com\nAuto-Submitted: no\nSubject: hi\n\nbody") is None
+    assert mail.not_a_lead(b"From: a@example.com\nAuto-Submitted: auto-generated\n\nx") == "auto_generated"
+    assert mail.not_a_lead(b"From: a@example.com\nX-Autoreply: yes\n\nx") == "auto_reply"
+    assert mail.not_a_lead(b"From: a@example.com\nPrecedence: auto_reply\n\nx") == "auto_reply"
+    assert mail.not_a_lead(b"Content-Type: multipart/report; report-type=disposition-notification\n\n"
+                           ) == "read_receipt"
+    assert mail.not_a_lead(b"\xff\xfe garbage") is None
+
+
+def test_leads_body():
+    ok, errors = leads.check_body(b'{"external_id": "1", "phone": "+14155550123"}')
+    assert ok is not None and not ok.batch and errors == []
+    bad, errors = leads.check_body(b"[1, {}]")
+    assert bad is None and {(e.index, e.field) for e in errors} >= {(0, "(root)"), (1, "external_id")}
+    _, errors = leads.check_body(b"{nope")
+    assert errors[0].field == "(body)" and errors[0].message.startswith("invalid_json")
+    assert leads.message_body({"a": "é"}) == '{"a":"é"}'.encode()
+
+
+def test_uploads():
+    data = fixture_bytes("upload.csv")
+    assert uploads.upload_csv(data, "x.csv", "text/csv") == (data, "csv")
+    with pytest.raises(uploads.UploadRejected):
+        uploads.upload_csv(b"\xff\xfe\x00", "x.csv", "text/csv")
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.append(["Phone", "When", "Score", None])
+    book.active.append([4155550123, __import__("datetime").date(2026, 12, 3), 1.5, None])
+    out = io.BytesIO()
+    book.save(out)
+    csv_bytes, kind = uploads.upload_csv(out.getvalue(), None, None)
+    assert kind == "xlsx" and csv_bytes.decode() == "Phone,When,Score\n4155550123,2026-12-03T00:00:00,1.5\n"
+
+
+def test_meta_notifications():
+    notes = lead_notifications(json.loads(fixture_bytes("meta_leadgen_webhook.json")))
+    assert [(n.leadgen_id, n.form_id, n.page_id) for n in notes] == [
+        ("900000000000001", "555555555", "153125381133"), ("900000000000002", "555555555", "153125381133")]
+    kept = json.loads(notes[1].envelope())
+    assert kept["object"] == "page" and [c["value"]["leadgen_id"] for c in kept["entry"][0]["changes"]] == [
+        "900000000000002"]
+    assert lead_notifications({"entry": [{"changes": [{"field": "feed", "value": {"leadgen_id": "1"}}]}]}) == []
+    assert lead_notifications([]) == [] and lead_notifications({"entry": "x"}) == []
+
+
+def test_keys_and_rate_limits():
+    registry = ClientRegistry([ApiClient("acme", key_hash("secret-key"), "2/minute")])
+    assert registry.authenticate("secret-key").client_id == "acme"
+    assert registry.authenticate("other") is None and registry.authenticate(None) is None
+    assert presented_key({"Authorization": "Bearer abc"}) == "abc"
+    assert presented_key({"x-api-key": "def"}) == "def"
+    assert presented_key({"Authorization": "Basic abc"}) is None
+    limits = RateLimits()
+    client = registry.authenticate("secret-key")
+    assert limits.hit(client) is None and limits.hit(client) is None
+    assert 1 <= limits.hit(client) <= 60
+
+
+def test_idempotency_store():
+    async def run():
+        store = IdempotencyStore(ttl=60, max_keys=10)
+        fp = store.fingerprint("POST", "/v1/leads", b"{}")
+        assert await store.begin("c", "k", fp) is None
+        waiter = asyncio.create_task(store.begin("c", "k", fp))  # in flight: waits for the first
+        await asyncio.sleep(0)
+        store.finish("c", "k", StoredResponse(202, b"ok", ()))
+        assert (await waiter).body == b"ok"
+        with pytest.raises(KeyReused):
+            await store.begin("c", "k", store.fingerprint("POST", "/v1/leads", b"[]"))
+        assert await store.begin("other-client", "k", fp) is None
+        assert await store.begin("c", "k5", fp) is None
+        store.finish("c", "k5", StoredResponse(503, b"", ()))  # a 5xx is not kept
+        assert await store.begin("c", "k5", fp) is None
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("payload", [
+    {"external_id": "1", "phone": "+14155550123"}, {"external_id": "1", "email": "a@example.com"},
+    {"external_id": " ", "phone": "+14155550123"}, {"external_id": "1", "phone": " "}, {"external_id": "1"},
+    {"external_id": "1", "phone": None, "email": "a@example.com"}, {"external_id": "1", "phone": "", "email": "\t"}])
+def test_the_documented_lead_schema_agrees_with_the_pipeline(payload):
+    """The document's Lead schema (with the phone-or-email and non-blank rules written out) accepts exactly what
+    the pipeline's api parser accepts."""
+    from jsonschema import Draft202012Validator
+
+    from transforms.parsers import api
+
+    assert Draft202012Validator(leads.LEAD_SCHEMA).is_valid(payload) == (api.problems(payload) == [])
