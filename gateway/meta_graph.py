@@ -109,7 +109,7 @@ class GraphClient:
     """Reads leads from the Graph API with ``attempts`` tries, waiting ``backoff`` seconds, doubled each time."""
 
     def __init__(self, base_url: str, access_token: str | None, *, attempts: int = 4, backoff: float = 0.2,
-                 timeout: float = 5.0):
+                 timeout: float = 3.0):
         self.base_url = base_url.rstrip("/")
         self.access_token = access_token
         self.attempts = max(1, attempts)
