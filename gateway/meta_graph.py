@@ -2,9 +2,10 @@
 
 The webhook (``{"object": "page", "entry": [{"id", "time", "changes": [{"field": "leadgen", "value": {"leadgen_id",
 "page_id", "form_id", "ad_id", "adgroup_id", "created_time"}}]}]}``) carries ids only; the lead itself is read with
-``GET {graph_url}/{leadgen_id}?access_token=...`` and comes back as the lead object (``id``, ``created_time``,
-``field_data``, ``ad_id``, ``form_id``, ...). Shapes: developers.facebook.com/docs/marketing-api/guides/lead-ads/
-retrieving; errors: developers.facebook.com/docs/graph-api/guides/error-handling.
+``GET {graph_url}/{leadgen_id}`` (the page token as a bearer token) and comes back as the lead object (``id``,
+``created_time``, ``field_data``, ``ad_id``, ``form_id``, ...). Shapes:
+developers.facebook.com/docs/marketing-api/guides/lead-ads/retrieving; errors:
+developers.facebook.com/docs/graph-api/guides/error-handling.
 
 A read that fails is retried when the failure is transient (network, HTTP 5xx, Graph codes for throttling and
 downtime); a permanent one (an unknown lead id, an expired token) is not. The read's raw response bytes are what is
@@ -118,8 +119,9 @@ class GraphClient:
 
     async def _once(self, leadgen_id: str) -> bytes:
         try:
-            response = await self._http.get(f"{self.base_url}/{leadgen_id}",
-                                            params={"access_token": self.access_token or "", "fields": LEAD_FIELDS})
+            # the token in a header, not the query string: URLs end up in logs (httpx logs each request's URL)
+            response = await self._http.get(f"{self.base_url}/{leadgen_id}", params={"fields": LEAD_FIELDS},
+                                            headers={"Authorization": f"Bearer {self.access_token}"})
         except httpx.HTTPError as e:
             raise LeadFetchFailed(f"graph_unreachable:{type(e).__name__}", True) from None
         if response.status_code != 200:

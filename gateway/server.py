@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-smtp", action="store_true", help="do not start the SMTP receiver")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Graph read, URL included: not needed
     app = create_app(load_config())
     smtp = None if args.no_smtp else start_smtp(app.state.door, args.smtp_host, args.smtp_port)
     try:

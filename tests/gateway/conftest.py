@@ -91,7 +91,8 @@ def bus(pubsub_address) -> Iterator[Bus]:
 
 @dataclass
 class GraphStandIn:
-    """A tiny Graph API: ``GET /v21.0/{lead_id}?access_token=T`` answers the documented lead object or error."""
+    """A tiny Graph API: ``GET /v21.0/{lead_id}`` with the page token (``access_token`` parameter or
+    ``Authorization: Bearer``, both accepted by Graph) answers the documented lead object or error."""
 
     token: str
     leads: dict[str, bytes] = field(default_factory=dict)
@@ -120,7 +121,8 @@ def graph() -> Iterator[GraphStandIn]:
             query = urllib.parse.parse_qs(parsed.query)
             lead_id = parsed.path.rsplit("/", 1)[-1]
             stand_in.requests.append(lead_id)
-            if query.get("access_token") != [stand_in.token]:  # the documented invalid-token error
+            bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            if stand_in.token not in (bearer, *query.get("access_token", [])):  # the documented invalid-token error
                 return self._send(400, json.dumps({"error": {
                     "message": "Invalid OAuth access token - Cannot parse access token", "type": "OAuthException",
                     "code": 190, "fbtrace_id": "AbCdEfGhIjM"}}).encode())
