@@ -96,14 +96,14 @@ def _graph_error(response: httpx.Response) -> LeadFetchFailed:
     return LeadFetchFailed(f"graph_http_{response.status_code}:{kind}:code_{code}", transient)
 
 
-def _lead_bytes(response: httpx.Response, leadgen_id: str) -> bytes:
+def _json_object(response: httpx.Response) -> dict[str, Any]:
     try:
         obj = response.json()
     except ValueError:
         raise LeadFetchFailed("graph_invalid_json", True) from None
-    if not isinstance(obj, dict) or str(obj.get("id")) != leadgen_id:
-        raise LeadFetchFailed("graph_unexpected_lead", False)
-    return response.content
+    if not isinstance(obj, dict):
+        raise LeadFetchFailed("graph_unexpected_answer", False)
+    return obj
 
 
 class GraphClient:
@@ -117,33 +117,65 @@ class GraphClient:
         self.backoff = backoff
         self._http = httpx.AsyncClient(timeout=timeout)
 
-    async def _once(self, leadgen_id: str) -> bytes:
+    async def _once(self, url: str, params: dict[str, str] | None) -> httpx.Response:
         try:
             # the token in a header, not the query string: URLs end up in logs (httpx logs each request's URL)
-            response = await self._http.get(f"{self.base_url}/{leadgen_id}", params={"fields": LEAD_FIELDS},
+            response = await self._http.get(url, params=params,
                                             headers={"Authorization": f"Bearer {self.access_token}"})
         except httpx.HTTPError as e:
             raise LeadFetchFailed(f"graph_unreachable:{type(e).__name__}", True) from None
         if response.status_code != 200:
             raise _graph_error(response)
-        return _lead_bytes(response, leadgen_id)
+        return response
 
-    async def fetch_lead(self, leadgen_id: str) -> bytes:
-        """The lead object's bytes, or LeadFetchFailed after the last attempt (or at once when permanent)."""
+    async def _get(self, url: str, params: dict[str, str] | None, check) -> Any:
+        """``check(response)`` of the first good answer, retrying transient failures with backoff."""
         if not self.access_token:
             raise LeadFetchFailed("no_page_access_token", False)
-        if not leadgen_id.isdigit():  # ids are numeric; anything else must not be put into the URL path
-            raise LeadFetchFailed("invalid_leadgen_id", False)
         delay = self.backoff
         for attempt in range(1, self.attempts + 1):
             try:
-                return await self._once(leadgen_id)
+                return check(await self._once(url, params))
             except LeadFetchFailed as e:
                 if not e.transient or attempt == self.attempts:
                     raise
             await asyncio.sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")
+
+    async def fetch_lead(self, leadgen_id: str) -> bytes:
+        """The lead object's bytes, or LeadFetchFailed after the last attempt (or at once when permanent)."""
+        if not leadgen_id.isdigit():  # ids are numeric; anything else must not be put into the URL path
+            raise LeadFetchFailed("invalid_leadgen_id", False)
+
+        def check(response: httpx.Response) -> bytes:
+            if str(_json_object(response).get("id")) != leadgen_id:
+                raise LeadFetchFailed("graph_unexpected_lead", False)
+            return response.content
+
+        return await self._get(f"{self.base_url}/{leadgen_id}", {"fields": LEAD_FIELDS}, check)
+
+    async def form_leads(self, form_id: str, since_unix: int, page_size: int = 100):
+        """Bulk read: every lead of a form created after ``since_unix``, page by page (``paging.next``), as
+        (lead object, page number). Only ``next`` links on the Graph API's own host are followed: the token goes
+        with each request."""
+        if not form_id.isdigit():
+            raise LeadFetchFailed("invalid_form_id", False)
+        url: str | None = f"{self.base_url}/{form_id}/leads"
+        params: dict[str, str] | None = {
+            "fields": LEAD_FIELDS, "limit": str(page_size),
+            "filtering": json.dumps([{"field": "time_created", "operator": "GREATER_THAN", "value": since_unix}])}
+        origin = httpx.URL(self.base_url)
+        page = 0
+        while url:
+            page += 1
+            body = await self._get(url, params, _json_object)
+            for lead in body.get("data") or ():
+                if isinstance(lead, dict):
+                    yield lead, page
+            url, params = (body.get("paging") or {}).get("next"), None
+            if url and (httpx.URL(url).host, httpx.URL(url).port) != (origin.host, origin.port):
+                raise LeadFetchFailed("graph_next_on_another_host", False)
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -8,6 +8,7 @@
     leadflow train --parquet history.parquet                     train the LightGBM scorer (or --from_bigquery T)
     leadflow replay-dead-letters [--dry-run] [--error_type T]    republish dead letters to their input topic
     leadflow gateway --host H --port P                           the ingestion gateway (default port 8080, SMTP 2525)
+    leadflow meta-backfill --form_id F --since 24h               publish a Meta form's recent leads (missed webhooks)
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = ("run", "generate", "summary", "demo", "local", "train", "replay-dead-letters", "gateway")
+    commands = ("run", "generate", "summary", "demo", "local", "train", "replay-dead-letters", "gateway",
+                "meta-backfill")
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(__doc__.strip())
         return 0 if argv and argv[0] in ("-h", "--help") else 2
@@ -51,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         from gateway import server
 
         return server.main(rest)
+    if command == "meta-backfill":
+        from gateway import backfill
+
+        return backfill.main(rest)
     if command == "demo":
         from pipelines.dev import demo
 

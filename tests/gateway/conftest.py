@@ -98,6 +98,8 @@ class GraphStandIn:
     leads: dict[str, bytes] = field(default_factory=dict)
     failures: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)  # served first, one per request
     requests: list[str] = field(default_factory=list)
+    forms: dict[str, list[list[dict]]] = field(default_factory=dict)  # form id -> pages of lead objects (bulk read)
+    filters: list[str] = field(default_factory=list)  # the ``filtering`` parameter of each first bulk-read page
     url: str = ""
 
 
@@ -126,12 +128,27 @@ def graph() -> Iterator[GraphStandIn]:
                 return self._send(400, json.dumps({"error": {
                     "message": "Invalid OAuth access token - Cannot parse access token", "type": "OAuthException",
                     "code": 190, "fbtrace_id": "AbCdEfGhIjM"}}).encode())
+            if lead_id == "leads":  # bulk read, GET /{form_id}/leads: {"data": [...], "paging": {"cursors", "next"}}
+                return self._bulk_read(parsed.path.rsplit("/", 2)[-2], query)
             queued = stand_in.failures.get(lead_id)
             if queued:
                 return self._send(*queued.pop(0))
             if lead_id in stand_in.leads:
                 return self._send(200, stand_in.leads[lead_id])
             return self._send(400, fixture_bytes("meta_graph_error_unknown_id.json"))
+
+        def _bulk_read(self, form_id: str, query: dict) -> None:
+            if "after" not in query:
+                stand_in.filters.extend(query.get("filtering", []))
+            queued = stand_in.failures.get(f"{form_id}/leads")
+            if queued:
+                return self._send(*queued.pop(0))
+            pages = stand_in.forms.get(form_id, [[]])
+            index = int(query.get("after", ["0"])[0])
+            body: dict = {"data": pages[index], "paging": {"cursors": {"before": str(index), "after": str(index + 1)}}}
+            if index + 1 < len(pages):
+                body["paging"]["next"] = f"{stand_in.url}/{form_id}/leads?limit=2&after={index + 1}"
+            return self._send(200, json.dumps(body).encode())
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     stand_in.url = f"http://127.0.0.1:{server.server_address[1]}/{GRAPH_VERSION}"
