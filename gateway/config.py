@@ -20,6 +20,7 @@ from typing import Any
 from schemas.resources import LOCAL_PROJECT, Resources
 
 META_GRAPH_URL = "https://graph.facebook.com/v21.0"
+KNOWLARITY_CALLLOG_URL = "https://kpi.knowlarity.com/Basic/v1/account/calllog"
 DEFAULT_RATE_LIMIT = "10000/hour"
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # a provider webhook or an API batch of 500 leads fits well within 1 MiB
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -43,6 +44,10 @@ ENV: dict[str, tuple[str, str]] = {
     "LEADFLOW_TWILIO_SMS_REPLY": ("twilio_sms_reply", "text of the TwiML auto-reply to an SMS (default: none)"),
     "LEADFLOW_TWILIO_VOICE_SAY": ("twilio_voice_say", "text the TwiML answer says to a caller (default: none)"),
     "LEADFLOW_KNOWLARITY_SECRET": ("knowlarity_secret", "shared secret of the Knowlarity webhook"),
+    "LEADFLOW_KNOWLARITY_API_URL": ("knowlarity_api_url",
+                                    f"Knowlarity call-log API for knowlarity-sync (default {KNOWLARITY_CALLLOG_URL})"),
+    "LEADFLOW_KNOWLARITY_API_KEY": ("knowlarity_api_key", "Knowlarity application key (x-api-key header)"),
+    "LEADFLOW_KNOWLARITY_SR_KEY": ("knowlarity_sr_key", "Knowlarity SR API key (Authorization header)"),
     "LEADFLOW_EMAIL_WEBHOOK_SECRET": ("email_webhook_secret", "shared secret of POST /webhooks/email"),
     "LEADFLOW_GATEWAY_MAX_BODY_BYTES": ("max_body_bytes", f"largest request body (default {DEFAULT_MAX_BODY_BYTES})"),
     "LEADFLOW_GATEWAY_MAX_UPLOAD_BYTES": ("max_upload_bytes",
@@ -86,6 +91,9 @@ class GatewayConfig:
     twilio_sms_reply: str | None = None
     twilio_voice_say: str | None = None
     knowlarity_secret: str | None = None
+    knowlarity_api_url: str = KNOWLARITY_CALLLOG_URL
+    knowlarity_api_key: str | None = None
+    knowlarity_sr_key: str | None = None
     email_webhook_secret: str | None = None
     api_clients: tuple[ApiClient, ...] = ()
     default_rate_limit: str = DEFAULT_RATE_LIMIT

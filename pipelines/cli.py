@@ -9,6 +9,7 @@
     leadflow replay-dead-letters [--dry-run] [--error_type T]    republish dead letters to their input topic
     leadflow gateway --host H --port P                           the ingestion gateway (default port 8080, SMTP 2525)
     leadflow meta-backfill --form_id F --since 24h               publish a Meta form's recent leads (missed webhooks)
+    leadflow knowlarity-sync --since 15m                         publish Knowlarity's recent calls from its call log
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = ("run", "generate", "summary", "demo", "local", "train", "replay-dead-letters", "gateway",
-                "meta-backfill")
+                "meta-backfill", "knowlarity-sync")
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(__doc__.strip())
         return 0 if argv and argv[0] in ("-h", "--help") else 2
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         from gateway import backfill
 
         return backfill.main(rest)
+    if command == "knowlarity-sync":
+        from gateway import knowlarity_sync
+
+        return knowlarity_sync.main(rest)
     if command == "demo":
         from pipelines.dev import demo
 
