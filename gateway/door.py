@@ -45,7 +45,7 @@ class Door:
         log.info("gateway %s %s request=%s", endpoint, outcome, request_id or "-")
 
     async def publish(self, endpoint: str, provider: str, body: bytes, request_id: str, received_at: str,
-                      client_id: str | None = None, topic: str | None = None, **extra: str) -> str:
+                      client_id: str | None = None, topic: str | None = None, **extra: str | None) -> str:
         """Publish one message (input topic unless ``topic``); its message id, or PublishFailed (counted)."""
         attrs = publishing.attributes(provider, request_id, received_at, client_id, **extra)
         try:

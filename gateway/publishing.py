@@ -41,8 +41,8 @@ def new_request_id() -> str:
 
 
 def attributes(provider: str, request_id: str, received_at: str, client_id: str | None = None,
-               **extra: str) -> dict[str, str]:
-    """The attributes of a published lead message."""
+               **extra: str | None) -> dict[str, str]:
+    """The attributes of a published lead message (extras that are None are left out)."""
     out = {PROVIDER: provider, RECEIVED_AT: received_at, REQUEST_ID: request_id}
     if client_id is not None:
         out[CLIENT_ID] = client_id

@@ -129,7 +129,7 @@ async def google_ads_webhook(request: Request):
 
 # --- Twilio -------------------------------------------------------------------------------------------------------
 
-def _twilio_verified(request: Request, door: Door, body: bytes, endpoint: str) -> verify.FormParams | None:
+def _twilio_verified(request: Request, door: Door, body: bytes) -> verify.FormParams | None:
     params = verify.form_params(body)
     url = door.config.public(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
     if verify.twilio_signature_valid(url, params, request.headers.get("x-twilio-signature"),
@@ -145,7 +145,7 @@ def _twiml(xml: str) -> Response:
 async def _twilio_lead(request: Request, endpoint: str, provider: str, answer: str):
     door, request_id, received_at = _door(request), new_request_id(), rfc3339_utc()
     body = await request.body()
-    if _twilio_verified(request, door, body, endpoint) is None:
+    if _twilio_verified(request, door, body) is None:
         door.count(endpoint, "rejected_signature", request_id)
         return refused(403, "invalid_signature", request_id)
     try:
@@ -179,7 +179,7 @@ async def twilio_voice(request: Request):
 async def twilio_status(request: Request):
     door, request_id = _door(request), new_request_id()
     body = await request.body()
-    params = _twilio_verified(request, door, body, "twilio_status")
+    params = _twilio_verified(request, door, body)
     if params is None:
         door.count("twilio_status", "rejected_signature", request_id)
         return refused(403, "invalid_signature", request_id)
@@ -217,16 +217,19 @@ async def knowlarity_webhook(request: Request):
 
 # --- E-mail -------------------------------------------------------------------------------------------------------
 
-async def _raw_message(request: Request, body: bytes) -> bytes:
-    """The raw MIME message: the body itself, or the ``email`` field of an inbound-parse form post (SendGrid's raw
-    mode; Mailgun's ``body-mime``)."""
+async def _raw_message(request: Request, body: bytes) -> tuple[bytes, str | None]:
+    """(the raw MIME message, the envelope recipients when the post names them): the body itself, or the ``email``
+    field of an inbound-parse form post (SendGrid's raw mode, with ``to``; Mailgun's ``body-mime``, with
+    ``recipient``). The recipients become the ``to`` attribute the e-mail parser matches sources by."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
+        to = next((str(form[n]) for n in ("to", "recipient") if isinstance(form.get(n), str) and form[n]), None)
         for name in ("email", "body-mime"):
             value = form.get(name)
             if value is not None:
-                return (await value.read()) if hasattr(value, "read") else str(value).encode("utf-8")
-    return body
+                raw = (await value.read()) if hasattr(value, "read") else str(value).encode("utf-8")
+                return raw, to
+    return body, None
 
 
 @router.post("/email", summary="Inbound e-mail as a raw MIME message (shared secret); auto-replies and bounces are "
@@ -237,9 +240,9 @@ async def email_webhook(request: Request):
     if not verify.shared_secret_valid(_shared_secret(request), door.config.email_webhook_secret):
         door.count("email", "rejected_secret", request_id)
         return refused(401, "invalid_secret", request_id)
-    raw = await _raw_message(request, await request.body())
+    raw, to = await _raw_message(request, await request.body())
     try:
-        recorded = await publish_email(door, raw, request_id, received_at, "email")
+        recorded = await publish_email(door, raw, request_id, received_at, "email", to=to)
     except PublishFailed:
         return unavailable(request_id)
     if recorded is not None:
@@ -248,7 +251,7 @@ async def email_webhook(request: Request):
 
 
 async def publish_email(door: Door, raw: bytes, request_id: str, received_at: str, endpoint: str,
-                        **extra: str) -> str | None:
+                        **extra: str | None) -> str | None:
     """Shared by the webhook and the SMTP receiver: an auto-reply or bounce is recorded (its kind returned), any
     other message published byte for byte (None returned). PublishFailed when the publish failed."""
     reason = mail.not_a_lead(raw)

@@ -227,4 +227,4 @@ def test_email_inbound_parse_form_field(client, bus, test_secrets):
                     files={"email": ("message.eml", lead, "message/rfc822")}, data={"to": "inbox@leadflow.example"})
     assert r.status_code == 200 and r.json()["published"] == 1
     (m,) = bus.pull("input", 1)
-    assert m.data == lead
+    assert m.data == lead and m.attributes["to"] == "inbox@leadflow.example"
