@@ -6,6 +6,8 @@ creates the topics, subscriptions, dataset and tables the pipeline uses, and pri
 environment to export. It is idempotent: services already running are reused; a state file whose
 processes died (a crashed run) is reported and cleaned; emulator processes of ours that no state
 file knows about are reported (``down`` stops them). ``down`` stops everything it started.
+``up --gateway`` also starts the ingestion gateway (HTTP on 8080, SMTP on 2525) once the topics exist, with
+secrets generated for the stack home (``gateway.local``); ``status`` shows it.
 
 State lives in ``$LEADFLOW_HOME`` (default ``.local/`` in the current directory): ``stack.json``
 and one log file per service.
@@ -28,7 +30,7 @@ from schemas.resources import DATASET, LOCAL_PROJECT, SUBSCRIPTIONS, TOPICS, Res
 
 PROJECT = LOCAL_PROJECT
 SERVICE_MODULES = {"pubsub": "infra.local.pubsub_emulator", "bigquery": "infra.local.bigquery_emulator",
-                   "scorer": "bentoml"}
+                   "scorer": "bentoml", "gateway": "gateway"}
 SCORER_SERVICE = "scoring.service:LeadScorer"
 SCORER_TRAINING_ROWS = 5000  # generated history for the local model when the store has none
 
@@ -45,6 +47,9 @@ class StackConfig:
     bigquery_grpc_port: int = 9060
     scorer_port: int = 3000
     scorer: bool = True
+    gateway: bool = False  # the ingestion gateway (opt-in: --gateway), with its SMTP receiver
+    gateway_port: int = 8080
+    smtp_port: int = 2525
     project: str = PROJECT
     dataset: str = DATASET
     home: Path = field(default_factory=lambda: Path(os.environ.get("LEADFLOW_HOME", ".local")))
@@ -60,6 +65,10 @@ class StackConfig:
     @property
     def scorer_url(self) -> str:
         return f"http://{self.host}:{self.scorer_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}"
 
     @property
     def identity_store(self) -> Path:
@@ -326,16 +335,55 @@ def ensure_pubsub_resources(cfg: StackConfig) -> dict[str, str]:
 # --- commands --------------------------------------------------------------------------------------
 
 
-def _start(cfg: StackConfig, name: str, args: list[str]) -> tuple[Service, subprocess.Popen]:
+def _start(cfg: StackConfig, name: str, args: list[str],
+           extra_env: dict[str, str] | None = None) -> tuple[Service, subprocess.Popen]:
     cfg.home.mkdir(parents=True, exist_ok=True)
     log = cfg.home / f"{name}.log"
     with log.open("ab") as out:
         env = {**os.environ, STACK_MARKER: str(cfg.home.resolve()), "BENTOML_DO_NOT_TRACK": "true",
-               "BENTOML_HOME": str(cfg.bentoml_home.resolve())}
+               "BENTOML_HOME": str(cfg.bentoml_home.resolve()), **(extra_env or {})}
         proc = subprocess.Popen([sys.executable, "-m", SERVICE_MODULES[name], *args], stdout=out, env=env,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    port = {"pubsub": cfg.pubsub_port, "bigquery": cfg.bigquery_port, "scorer": cfg.scorer_port}[name]
+    port = {"pubsub": cfg.pubsub_port, "bigquery": cfg.bigquery_port, "scorer": cfg.scorer_port,
+            "gateway": cfg.gateway_port}[name]
     return Service(name, proc.pid, port, str(log), time.time()), proc
+
+
+def gateway_ready(cfg: StackConfig) -> bool:
+    import urllib.request
+
+    with urllib.request.urlopen(cfg.gateway_url + "/healthz", timeout=2) as resp:
+        return resp.status == 200
+
+
+def start_gateway(cfg: StackConfig, services: dict[str, Service], out=print) -> None:
+    """The gateway after the topics exist (it publishes to them), with secrets generated for this stack home."""
+    from gateway.local import local_settings
+
+    if "gateway" in services:
+        out(f"gateway: already running (pid {services['gateway'].pid}) on {cfg.gateway_url}")
+        return
+    for port, flag in ((cfg.gateway_port, "gateway_port"), (cfg.smtp_port, "smtp_port")):
+        if port_open(cfg.host, port):
+            raise StackError(f"port {port} is in use by another program ({listener(port)}); stop it or "
+                             f"choose another port (leadflow local up --gateway --{flag} N)")
+    config_path, _ = local_settings(cfg.home, cfg.project, cfg.gateway_url)
+    started = time.monotonic()
+    svc, proc = _start(cfg, "gateway", ["--host", cfg.host, "--port", str(cfg.gateway_port), "--smtp-host",
+                                        cfg.host, "--smtp-port", str(cfg.smtp_port)],
+                       {**cfg.env(), "LEADFLOW_GATEWAY_CONFIG": str(config_path.resolve())})
+    services["gateway"] = svc
+    save_state(cfg, services)
+    try:
+        wait_for(lambda: gateway_ready(cfg), "gateway", proc, Path(svc.log), timeout=60)
+    except StackError:
+        stop_pid(svc.pid)
+        del services["gateway"]
+        save_state(cfg, services)
+        raise
+    out(f"gateway: started (pid {svc.pid}) on {cfg.gateway_url}, SMTP {cfg.host}:{cfg.smtp_port} in "
+        f"{time.monotonic() - started:.1f} s; secrets for senders in {cfg.home / 'gateway-client.json'}; "
+        f"log {svc.log}")
 
 
 def up(cfg: StackConfig, out=print) -> dict[str, Service]:
@@ -394,6 +442,8 @@ def up(cfg: StackConfig, out=print) -> dict[str, Service]:
             f"log {svc.log}")
     for resource, how in ensure_pubsub_resources(cfg).items():
         out(f"  {how:>7}  {resource}")
+    if cfg.gateway:
+        start_gateway(cfg, services, out)
     from schemas.bigquery import client_for, ensure_dataset_and_tables
 
     client = client_for(cfg.project, cfg.bigquery_host)
@@ -425,7 +475,7 @@ def status(cfg: StackConfig, out=print) -> bool:
     healthy = bool(services)
     for name in SERVICE_MODULES:
         svc = services.get(name)
-        if svc is None and name == "scorer" and not cfg.scorer:
+        if svc is None and ((name == "scorer" and not cfg.scorer) or (name == "gateway" and not cfg.gateway)):
             continue
         if svc is None:
             out(f"{name}: not started")
@@ -448,6 +498,9 @@ def print_env(cfg: StackConfig, out=print) -> None:
     out("\nexport these to use the stack:")
     for k, v in cfg.env().items():
         out(f"  export {k}={v}")
+    if cfg.gateway:
+        out(f"\nthe gateway: {cfg.gateway_url} (SMTP {cfg.host}:{cfg.smtp_port}); the secrets and API key to send "
+            f"with are in {cfg.home / 'gateway-client.json'}")
     out("\nrun the streaming pipeline against it:")
     out("  leadflow run " + " ".join(cfg.pipeline_args()))
 
@@ -463,12 +516,16 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--bigquery_grpc_port", type=int, default=9060)
     ap.add_argument("--scorer_port", type=int, default=3000)
     ap.add_argument("--no_scorer", action="store_true", help="do not start the BentoML scorer")
+    ap.add_argument("--gateway", action="store_true", help="start the ingestion gateway and its SMTP receiver too")
+    ap.add_argument("--gateway_port", type=int, default=8080)
+    ap.add_argument("--smtp_port", type=int, default=2525)
     ap.add_argument("--project", default=PROJECT)
     ap.add_argument("--dataset", default=DATASET)
     args = ap.parse_args(argv)
     cfg = StackConfig(host=args.host, pubsub_port=args.pubsub_port, bigquery_port=args.bigquery_port,
                       bigquery_grpc_port=args.bigquery_grpc_port, scorer_port=args.scorer_port,
-                      scorer=not args.no_scorer, project=args.project, dataset=args.dataset)
+                      scorer=not args.no_scorer, project=args.project, dataset=args.dataset, gateway=args.gateway,
+                      gateway_port=args.gateway_port, smtp_port=args.smtp_port)
     try:
         if args.command == "up":
             up(cfg)
