@@ -41,6 +41,8 @@ ENV: dict[str, tuple[str, str]] = {
     "LEADFLOW_META_GRAPH_URL": ("meta_graph_url", f"Graph API base URL (default {META_GRAPH_URL})"),
     "LEADFLOW_GOOGLE_ADS_KEY": ("google_ads_key", "default google_key of Google Ads lead forms (the pipeline's too)"),
     "LEADFLOW_TWILIO_AUTH_TOKEN": ("twilio_auth_token", "Twilio auth token: X-Twilio-Signature key"),
+    "LEADFLOW_TWILIO_SHARED_KEY": ("twilio_shared_key",
+                                   "Twilio webhook-rule shared key (with X-Twilio-Webhooks-Signature-Settings)"),
     "LEADFLOW_TWILIO_SMS_REPLY": ("twilio_sms_reply", "text of the TwiML auto-reply to an SMS (default: none)"),
     "LEADFLOW_TWILIO_VOICE_SAY": ("twilio_voice_say", "text the TwiML answer says to a caller (default: none)"),
     "LEADFLOW_KNOWLARITY_SECRET": ("knowlarity_secret", "shared secret of the Knowlarity webhook"),
@@ -88,6 +90,7 @@ class GatewayConfig:
     google_ads_key: str | None = None
     google_ads_form_keys: Mapping[str, str] = field(default_factory=dict)  # form_id -> google_key
     twilio_auth_token: str | None = None
+    twilio_shared_key: str | None = None
     twilio_sms_reply: str | None = None
     twilio_voice_say: str | None = None
     knowlarity_secret: str | None = None

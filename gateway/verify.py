@@ -72,14 +72,18 @@ def form_params(body: bytes) -> FormParams:
     return FormParams(urllib.parse.parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS))
 
 
-def twilio_signature_valid(url: str, params: FormParams, header: str | None, auth_token: str | None) -> bool:
-    """``X-Twilio-Signature`` over the public URL and the POST parameters, by the official ``twilio`` validator
-    (HMAC-SHA1 keyed by the auth token, of the URL followed by every parameter name and value, sorted by name)."""
-    if not header or not auth_token:
-        return False
-    from twilio.request_validator import RequestValidator
+def twilio_signature_valid(url: str, params: FormParams, header: str | None, auth_token: str | None,
+                           settings: str | None = None, shared_key: str | None = None) -> bool:
+    """``X-Twilio-Signature`` over the public URL and the POST parameters, by the official ``twilio`` validator:
+    HMAC-SHA1 keyed by the auth token, of the URL followed by every parameter name and value sorted by name; or,
+    when Twilio sends ``X-Twilio-Webhooks-Signature-Settings`` (a webhook rule with a shared key), the same string
+    keyed by that shared key with the algorithm the header names (HMAC-SHA256)."""
+    from twilio.request_validator import RequestValidator, get_signature_algorithm
 
-    return bool(RequestValidator(auth_token).validate(url, params, header))
+    secret = shared_key if settings else auth_token
+    if not header or not secret:
+        return False
+    return bool(RequestValidator(secret).validate(url, params, header, get_signature_algorithm(settings)))
 
 
 def shared_secret_valid(given: str | None, secret: str | None) -> bool:

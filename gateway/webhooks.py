@@ -133,7 +133,9 @@ def _twilio_verified(request: Request, door: Door, body: bytes) -> verify.FormPa
     params = verify.form_params(body)
     url = door.config.public(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
     if verify.twilio_signature_valid(url, params, request.headers.get("x-twilio-signature"),
-                                     door.config.twilio_auth_token):
+                                     door.config.twilio_auth_token,
+                                     request.headers.get("x-twilio-webhooks-signature-settings"),
+                                     door.config.twilio_shared_key):
         return params
     return None
 

@@ -65,3 +65,16 @@ def test_shared_secret():
     assert not verify.shared_secret_valid("s3", "s4")
     assert not verify.shared_secret_valid("", "")
     assert not verify.shared_secret_valid(None, None)
+
+
+def test_twilio_shared_key_signature_settings():
+    token, shared, url = "auth-token-for-test", "shared-key-for-test", "https://gw.example/webhooks/twilio/sms"
+    params = verify.form_params(fixture_bytes("twilio_sms.form"))
+    settings = "key=webhooks_sharedkey_test,algorithm=HMAC_SHA256"
+    signature = RequestValidator(shared).compute_signature(url, dict(params.pairs), algorithm="HMAC_SHA256")
+    assert verify.twilio_signature_valid(url, params, signature, token, settings, shared)
+    assert not verify.twilio_signature_valid(url, params, signature, token, settings, None)  # no shared key set
+    assert not verify.twilio_signature_valid(url, params, signature, token)  # without the header: the auth token
+    sha1_by_shared = RequestValidator(shared).compute_signature(url, dict(params.pairs))
+    assert not verify.twilio_signature_valid(url, params, sha1_by_shared, token, settings, shared)
+    assert not verify.twilio_signature_valid(url, params, signature, token, "key=k,algorithm=HMAC_MD5", shared)

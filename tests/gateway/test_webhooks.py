@@ -228,3 +228,21 @@ def test_email_inbound_parse_form_field(client, bus, test_secrets):
     assert r.status_code == 200 and r.json()["published"] == 1
     (m,) = bus.pull("input", 1)
     assert m.data == lead and m.attributes["to"] == "inbox@leadflow.example"
+
+
+def test_twilio_webhook_rule_shared_key(make_config, bus):
+    from fastapi.testclient import TestClient
+
+    from gateway.app import create_app
+
+    shared = "shared-" + bus.project
+    sms = fixture_bytes("twilio_sms.form")
+    params = dict(urllib.parse.parse_qsl(sms.decode(), keep_blank_values=True))
+    url = "http://testserver/webhooks/twilio/sms"
+    settings = {"X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_x,algorithm=HMAC_SHA256"}
+    with TestClient(create_app(make_config(twilio_shared_key=shared))) as c:
+        good = RequestValidator(shared).compute_signature(url, params, algorithm="HMAC_SHA256")
+        assert c.post(url, content=sms, headers={"X-Twilio-Signature": good, **settings}).status_code == 200
+        sha1 = RequestValidator(shared).compute_signature(url, params)
+        assert c.post(url, content=sms, headers={"X-Twilio-Signature": sha1, **settings}).status_code == 403
+    assert len(bus.pull("input", 1)) == 1
