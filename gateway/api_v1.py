@@ -104,14 +104,12 @@ async def _publish_leads(door: Door, client: ApiClient, body: bytes, request_id:
     seen = door.external_ids
     results: list[dict] = []
     todo: list[tuple[int, dict]] = []
-    in_batch: set[str] = set()
-    for i, lead in enumerate(checked.leads):
-        first = seen.first(client.client_id, lead["external_id"])
-        if first is not None or lead["external_id"] in in_batch:
-            results.append({"index": i, "error": "duplicate_external_id", "first_message_id": first})
-        else:
-            in_batch.add(lead["external_id"])
+    for i, lead in enumerate(checked.leads):  # a repeat within the batch finds the claim of its first
+        claimed, first = seen.claim(client.client_id, lead["external_id"])
+        if claimed:
             todo.append((i, lead))
+        else:
+            results.append({"index": i, "error": "duplicate_external_id", "first_message_id": first})
     if not checked.batch and not todo:
         door.count("api_leads", "duplicate", request_id)
         return JSONResponse({"error": "duplicate_external_id", "request_id": request_id,
@@ -122,8 +120,10 @@ async def _publish_leads(door: Door, client: ApiClient, body: bytes, request_id:
         return_exceptions=True)
     for (i, lead), outcome in zip(todo, published, strict=True):
         if isinstance(outcome, str):
-            seen.remember(client.client_id, lead["external_id"], outcome)
+            seen.settle(client.client_id, lead["external_id"], outcome)
             results.append({"index": i, "message_id": outcome})
+        else:
+            seen.release(client.client_id, lead["external_id"])
     if any(isinstance(o, PublishFailed) for o in published):
         return unavailable(request_id)  # the ones published are remembered: a retry gets 409 for them
     for outcome in published:

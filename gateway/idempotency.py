@@ -87,16 +87,29 @@ class IdempotencyStore:
 
 
 class ExternalIds:
-    """(client, external_id) -> first message id, the most recent ``limit`` of them."""
+    """(client, external_id) -> first message id, the most recent ``limit`` of them. A lead being published holds
+    its id as a claim (message id ``""``), so two requests racing with the same id publish it once."""
 
     def __init__(self, limit: int = MAX_REMEMBERED_EXTERNAL_IDS):
         self.limit = limit
         self._seen: OrderedDict[tuple[str, str], str] = OrderedDict()
 
-    def first(self, client_id: str, external_id: object) -> str | None:
-        return self._seen.get((client_id, str(external_id)))
-
-    def remember(self, client_id: str, external_id: object, message_id: str) -> None:
-        self._seen.setdefault((client_id, str(external_id)), message_id)
+    def claim(self, client_id: str, external_id: object) -> tuple[bool, str | None]:
+        """(True, None) when this id is new and now claimed; else (False, the first message id, or None while the
+        first is still being published)."""
+        key = (client_id, str(external_id))
+        if key in self._seen:
+            return False, self._seen[key] or None
+        self._seen[key] = ""
         while len(self._seen) > self.limit:
             self._seen.popitem(last=False)
+        return True, None
+
+    def settle(self, client_id: str, external_id: object, message_id: str) -> None:
+        self._seen[(client_id, str(external_id))] = message_id
+
+    def release(self, client_id: str, external_id: object) -> None:
+        """The claim of a lead that was not published: the client's retry may send it."""
+        key = (client_id, str(external_id))
+        if self._seen.get(key) == "":
+            del self._seen[key]

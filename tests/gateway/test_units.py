@@ -141,3 +141,19 @@ def test_the_documented_lead_schema_agrees_with_the_pipeline(payload):
     from transforms.parsers import api
 
     assert Draft202012Validator(leads.LEAD_SCHEMA).is_valid(payload) == (api.problems(payload) == [])
+
+
+def test_external_ids_claims():
+    from gateway.idempotency import ExternalIds
+
+    ids = ExternalIds(limit=3)
+    assert ids.claim("c", "A") == (True, None)
+    assert ids.claim("c", "A") == (False, None)  # in flight
+    ids.settle("c", "A", "m1")
+    assert ids.claim("c", "A") == (False, "m1")
+    assert ids.claim("other", "A") == (True, None)  # per client
+    assert ids.claim("c", "B") == (True, None)
+    ids.release("c", "B")  # not published: may be sent again
+    assert ids.claim("c", "B") == (True, None)
+    ids.release("c", "A")  # a settled id is not released
+    assert ids.claim("c", "A") == (False, "m1")
