@@ -1,7 +1,7 @@
 """``leadflow gateway``: the gateway on uvicorn, with the SMTP receiver beside it.
 
     leadflow gateway --host 0.0.0.0 --port 8080 --smtp-port 2525
-    leadflow gateway --no-smtp                       # HTTP only (Cloud Run)
+    leadflow gateway --no-smtp                       # HTTP only (Cloud Run; the port defaults to $PORT, else 8080)
 
 Settings come from the environment and ``LEADFLOW_GATEWAY_CONFIG`` (gateway.config.ENV, docs/gateway.md).
 uvicorn's access log is off: it prints query strings, and a provider's shared secret may travel in one; the
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 DEFAULT_PORT = 8080
 
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="leadflow gateway", description=__doc__.split("\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=DEFAULT_PORT)
+    # Cloud Run tells the container its port in $PORT
+    ap.add_argument("--port", type=int, default=int(os.environ.get("PORT") or DEFAULT_PORT))
     ap.add_argument("--smtp-host", default="127.0.0.1")
     ap.add_argument("--smtp-port", type=int, default=SMTP_PORT)
     ap.add_argument("--no-smtp", action="store_true", help="do not start the SMTP receiver")
