@@ -26,6 +26,7 @@ from transforms.parsers import google_ads_lead_form, inbound_email, knowlarity_c
 router = APIRouter(prefix="/webhooks", tags=["provider webhooks"])
 SECRET_HEADER = "x-leadflow-secret"  # Knowlarity and e-mail: the shared secret (or the ``secret`` query parameter)
 META_FETCH_FAILED = "meta_fetch_failed"
+META_CONCURRENT_READS = 8  # a delivery may batch many leads: read a few at a time, not all at once (rate limits)
 _RAW_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {}}}}}
 _FORM_BODY = {"requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {}}}}}
 
@@ -90,8 +91,13 @@ async def meta_webhook(request: Request):
             await door.publish("meta", meta_lead_ads.PROVIDER, body, request_id, received_at)
             door.count("meta", "accepted_odd_body", request_id)
             return JSONResponse({"request_id": request_id, "published": 1, "kept_for_retry": 0})
-        outcomes = await asyncio.gather(*(_meta_lead(door, n, request_id, received_at) for n in notes),
-                                        return_exceptions=True)
+        reads = asyncio.Semaphore(META_CONCURRENT_READS)
+
+        async def one(note: LeadNotification) -> str:
+            async with reads:
+                return await _meta_lead(door, note, request_id, received_at)
+
+        outcomes = await asyncio.gather(*(one(n) for n in notes), return_exceptions=True)
     except PublishFailed:
         return unavailable(request_id)
     if any(isinstance(o, PublishFailed) for o in outcomes):
