@@ -102,3 +102,40 @@ def test_leadflow_gateway_command(bus, pubsub_address, test_secrets):
         output = proc.communicate(timeout=15)[0].decode(errors="replace")
     assert test_secrets.knowlarity_secret not in output  # no access log with the query string
     assert "+919876543210" not in output
+
+
+def test_chunked_body_over_the_limit_is_413_without_reading_it_all(make_config, bus, test_secrets):
+    """No Content-Length (chunked transfer): the body is read only up to the limit, then 413."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = create_app(make_config(public_url=base, max_body_bytes=10_000))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_http(base + "/healthz")
+        sent = 0
+
+        total = 32 * 1024 * 1024  # far over the limit, and more than loopback socket buffers hold
+
+        def chunks():
+            nonlocal sent
+            while sent < total:
+                sent += 65536
+                yield b"x" * 65536
+
+        try:
+            r = httpx.post(base + "/webhooks/knowlarity", content=chunks(),
+                           headers={"X-Leadflow-Secret": test_secrets.knowlarity_secret}, timeout=10)
+            assert r.status_code == 413
+        except httpx.HTTPError:
+            pass  # the server may close the connection before the client finished sending: also refused
+        assert sent < total
+        small = httpx.post(base + "/webhooks/knowlarity", content=iter([fixture_bytes("knowlarity_call.json")]),
+                           headers={"X-Leadflow-Secret": test_secrets.knowlarity_secret})
+        assert small.status_code == 200  # a chunked body under the limit goes through
+        (m,) = bus.pull("input", 1)
+        assert m.data == fixture_bytes("knowlarity_call.json")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
