@@ -11,6 +11,7 @@ gateway logs each request itself by id, endpoint and outcome.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Graph read, URL included: not needed
     app = create_app(load_config())
+    gc.freeze()  # the startup heap (FastAPI, gRPC, the clients) is never garbage: keep the collector off it
     smtp = None if args.no_smtp else start_smtp(app.state.door, args.smtp_host, args.smtp_port)
     try:
         uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info")
