@@ -157,3 +157,21 @@ def test_external_ids_claims():
     assert ids.claim("c", "B") == (True, None)
     ids.release("c", "A")  # a settled id is not released
     assert ids.claim("c", "A") == (False, "m1")
+
+
+def test_wrk_output_is_read():
+    from infra.local.gateway_loadtest import parse_wrk
+
+    text = """Running 10s test @ http://127.0.0.1:1/v1/leads
+  2 threads and 12 connections
+  Latency Distribution
+     50%  812.00us
+     75%    7.50ms
+     90%    8.38ms
+     99%    1.20s
+  16630 requests in 10.00s, 3.10MB read
+  Non-2xx or 3xx responses: 3
+Requests/sec:   1663.12
+"""
+    assert parse_wrk(text) == {"non_2xx": 3, "p50_ms": 0.81, "p90_ms": 8.38, "p99_ms": 1200.0,
+                               "requests_per_s": 1663}
