@@ -7,6 +7,7 @@
     leadflow local up | down | status | env                      the local Pub/Sub + BigQuery stack
     leadflow train --parquet history.parquet                     train the LightGBM scorer (or --from_bigquery T)
     leadflow replay-dead-letters [--dry-run] [--error_type T]    republish dead letters to their input topic
+    leadflow identity-seed --bq_dataset P:D --identity_store S   a new job's store knows the tables' persons
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = ("run", "generate", "summary", "demo", "local", "train", "replay-dead-letters")
+    commands = ("run", "generate", "summary", "demo", "local", "train", "replay-dead-letters", "identity-seed")
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(__doc__.strip())
         return 0 if argv and argv[0] in ("-h", "--help") else 2
@@ -46,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.ops import replay
 
         return replay.main(rest)
+    if command == "identity-seed":
+        from pipelines.ops import identity_seed
+
+        return identity_seed.main(rest)
     if command == "demo":
         from pipelines.dev import demo
 
