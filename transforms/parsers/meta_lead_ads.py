@@ -102,7 +102,7 @@ def _answers(field_data: Any) -> list[tuple[str, str]]:
 
 def parse(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list[RawLead]:
     """One Graph API lead object -> one RawLead."""
-    payload = load_json_object(text)
+    payload = load_json_object(text, config.limits)
     if "entry" in payload and "field_data" not in payload:
         raise ParseError(
             "unsupported_meta_webhook",
