@@ -64,6 +64,7 @@ def encoded_email(words: int) -> str:
 # limit -> (provider, payload whose measure is exactly ``measure``, measure)
 AT_THE_LIMIT: dict[str, tuple[str, str, int]] = {
     "max_json_depth": ("meta_lead_ads", meta(), 4),  # {  [  {  [
+    "max_json_containers": ("meta_lead_ads", meta(), 1 + 1 + 2 * 2),  # the lead, field_data, each answer and values
     "max_json_keys": ("meta_lead_ads", meta(3), 2 + 3 * 2),  # id, field_data; name and values per answer
     "max_csv_rows": ("csv_upload", f"phone\n{PHONE}\n{PHONE}\n{PHONE}\n", 3),
     "max_csv_columns": ("csv_upload", f"phone,a,b\n{PHONE},x,y\n", 3),
@@ -162,7 +163,12 @@ LARGE: list[tuple[str, str, str, str]] = [
     ("encoded_words_1000", "inbound_email", encoded_email(1000), "too_many_encoded_words"),
     ("json_keys_70000", "api", json.dumps({f"k{i}": 1 for i in range(70_000)}), "json_too_many_keys"),
     ("json_300000_deep", "api", "[" * 300_000 + "]" * 300_000, "json_too_deep"),
-    ("meta_answers_25000", "meta_lead_ads", meta(25_000), "json_too_many_keys"),
+    ("json_deep_after_many_containers", "api", "[" + "[]," * 20_000 + "[" * 100 + "]" * 100 + "]",
+     "json_too_many_containers"),
+    ("json_62_deep_many_times", "meta_lead_ads", meta()[:-1] + ', "x": [' + ",".join(["[" * 62 + "]" * 62] * 7000)
+     + "]}", "json_too_many_containers"),
+    ("json_unterminated_escaped_quotes", "api", '{"a": "' + '\\"' * 300_000, "invalid_json"),
+    ("meta_answers_25000", "meta_lead_ads", meta(25_000), "json_too_many_containers"),
     ("csv_60000_rows", "csv_upload", "phone\n" + f"{PHONE}\n" * 60_000, "csv_too_many_rows"),
     ("csv_300000_columns", "csv_upload", "phone\n" + PHONE + "," * 300_000 + "\n", "csv_too_many_columns"),
     ("form_50000_fields", "twilio_sms", "MessageSid=SM1&From=%2B1&" + "&".join(["a=b"] * 50_000),

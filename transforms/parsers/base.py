@@ -31,6 +31,7 @@ class ParseLimits:
     the work the limit protects."""
 
     max_json_depth: int = 64  # nesting of [ and {: refused before the decoder can hit Python's recursion limit
+    max_json_containers: int = 10_000  # arrays and objects in one JSON payload (each a Python object to build)
     max_json_keys: int = 10_000  # keys of all objects in one JSON payload together
     max_csv_rows: int = 50_000  # data rows of one upload
     max_csv_columns: int = 500  # cells of one CSV record (the header or a row)
@@ -50,6 +51,7 @@ class ParseLimits:
 # limit -> the error type of its breach
 LIMIT_ERRORS: dict[str, str] = {
     "max_json_depth": "json_too_deep",
+    "max_json_containers": "json_too_many_containers",
     "max_json_keys": "json_too_many_keys",
     "max_csv_rows": "csv_too_many_rows",
     "max_csv_columns": "csv_too_many_columns",
@@ -61,7 +63,6 @@ LIMIT_ERRORS: dict[str, str] = {
     "max_encoded_words": "too_many_encoded_words",
 }
 DEFAULT_LIMITS = ParseLimits()
-MAX_JSON_DEPTH = DEFAULT_LIMITS.max_json_depth
 
 
 class ParseError(RejectedInput):
@@ -122,35 +123,48 @@ class Parser(Protocol):
     def __call__(self, text: str, attributes: Mapping[str, str], config: ParseConfig) -> list[RawLead]: ...
 
 
-def _depth_exceeds(text: str, limit: int) -> bool:
-    """True when brackets nest deeper than ``limit`` (strings are skipped). Linear, no recursion."""
+# A JSON string, escapes included; an unterminated one runs to the end, so every match succeeds where it starts and
+# stripping strings stays linear whatever the text.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _deeper_than(brackets: str, limit: int) -> bool:
+    """True when the brackets (nothing else) nest deeper than ``limit``."""
     depth = 0
-    in_string = False
-    escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
+    for ch in brackets:
+        if ch in "[{":
             depth += 1
             if depth > limit:
                 return True
-        elif ch in "]}":
+        else:
             depth -= 1
     return False
 
 
+def _check_json_shape(text: str, limits: ParseLimits) -> None:
+    """Refuse JSON nested deeper than ``max_json_depth``, with more than ``max_json_containers`` arrays and objects
+    or more than ``max_json_keys`` keys, before decoding. Strings are stripped and brackets and colons counted by the
+    regex engine and ``str.count`` (C); only the first ``2 * max_json_containers`` brackets are walked in Python, so
+    the check costs about the same for any shape. (The decoder counts keys exactly as well: ``decode_json``.)"""
+    depth, containers, keys = limits.max_json_depth, limits.max_json_containers, limits.max_json_keys
+    stripped = None
+    if text.count("[") + text.count("{") > min(depth, containers):  # else: fewer brackets than either limit
+        stripped = _JSON_STRING.sub("", text)
+        brackets = _NOT_BRACKET.sub("", stripped)
+        if _deeper_than(brackets[:2 * containers + 2], depth):
+            raise limit_exceeded("max_json_depth", f"JSON nests deeper than {depth} levels")
+        if brackets.count("[") + brackets.count("{") > containers:
+            raise limit_exceeded("max_json_containers", f"JSON holds more than {containers} arrays and objects")
+    if text.count(":") > keys:  # each key has one colon outside strings
+        stripped = _JSON_STRING.sub("", text) if stripped is None else stripped
+        if stripped.count(":") > keys:
+            raise limit_exceeded("max_json_keys", f"JSON objects hold more than {keys} keys")
+
+
 def load_json_object(text: str, limits: ParseLimits = DEFAULT_LIMITS) -> dict[str, Any]:
     """Decode a JSON object, rejecting invalid JSON, non-objects, absurd nesting and too many keys clearly."""
-    depth = limits.max_json_depth
-    if text.count("[") + text.count("{") > depth and _depth_exceeds(text, depth):
-        raise limit_exceeded("max_json_depth", f"JSON nests deeper than {depth} levels")
+    _check_json_shape(text, limits)
     try:
         value = decode_json(text, max_keys=limits.max_json_keys)
     except JsonRejected as e:
