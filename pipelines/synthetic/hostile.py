@@ -196,14 +196,13 @@ def _mail_nested(depth: int, size: int) -> str:
 
 def _mail_parts(parts: int, size: int) -> str:
     text = "Lorem ipsum dolor sit amet.\r\n"
-    per_part = _fill(size // parts, 60, text)
-    body = "".join(f"--b\r\nContent-Type: text/plain\r\n\r\nPhone: +1 212 555 0001\r\n{text * per_part}"
-                   for _ in range(parts))
+    per_part = max(0, (size // parts - 40) // len(text))
+    body = "".join(f"--b\r\n\r\nPhone: +1 212 555 0001\r\n{text * per_part}" for _ in range(parts))
     return MAIL_HEAD + 'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + body + "--b--\r\n"
 
 
 def _mail_headers(count: int, size: int) -> str:
-    value = "v" * min(30_000, _fill(size, 200, "v") // count)
+    value = "v" * max(1, min(30_000, (size - 200) // count - 16))
     return MAIL_HEAD + "".join(f"X-Extra-{i}: {value}\r\n" for i in range(count)) + "\r\nPhone: +1 212 555 0001\r\n"
 
 
@@ -232,10 +231,10 @@ EMAIL_SHAPES = {
     ORDINARY: lambda size: email_of(html_of(ORDINARY, size)),
     **{f"html_{shape}": _html_email(shape) for shape in SHAPES if shape != ORDINARY},
     "mime_depth_at_the_limit": lambda size: _mail_nested(12, size),
-    "mime_too_deep": lambda size: _mail_nested(500, size),
-    "mime_parts_at_the_limit": lambda size: _mail_parts(255, size),
-    "mime_too_many_parts": lambda size: _mail_parts(2000, size),
-    "headers_at_the_limit": lambda size: _mail_headers(495, size),
+    "mime_too_deep": lambda size: _mail_nested(min(500, size // 100), size),
+    "mime_parts_at_the_limit": lambda size: _mail_parts(min(255, size // 100), size),
+    "mime_too_many_parts": lambda size: _mail_parts(min(2000, size // 40), size),
+    "headers_at_the_limit": lambda size: _mail_headers(min(495, size // 40), size),
     "many_addresses": _mail_addresses,
     "encoded_words_at_the_limit": lambda size: _mail_encoded(100, size),
     "plain_short_lines": _mail_plain_lines("a\r\n"),
