@@ -58,11 +58,13 @@ _EMAIL_HEADER = re.compile(r"([!-9;-~]+):")  # RFC 5322 field name: printable AS
 _EMAIL_SIGNS = frozenset({"subject", "received", "mime-version"})
 
 
-_BREACHES = frozenset(LIMIT_ERRORS.values())
+# What sniffing a payload's shape reports as such rather than as an unidentified payload: a limit's breach, and JSON
+# that carries a provider's markers but is refused by the strict decoder (the same error as with the attribute).
+_BREACHES = frozenset(LIMIT_ERRORS.values()) | {"json_non_finite_number", "json_number_too_long", "json_duplicate_key"}
 
 
 class _Breach(Exception):
-    """A payload that breaches a ParseLimits limit while its shape is being sniffed (carries the ParseError)."""
+    """A payload refused while its shape is being sniffed (carries the ParseError): see ``_BREACHES``."""
 
     def __init__(self, error: ParseError):
         super().__init__(error.message)
@@ -181,7 +183,7 @@ def parse_payload(text: str, attributes: Mapping[str, str], config: ParseConfig)
     else:
         try:
             detected = _detect(text, config.limits)
-        except _Breach as e:  # a payload over a limit is refused as such, with or without a provider attribute
+        except _Breach as e:  # refused as such, with or without a provider attribute
             raise e.error from None
         if detected is None:
             raise ParseError(
