@@ -69,6 +69,7 @@ AT_THE_LIMIT: dict[str, tuple[str, str, int]] = {
     "max_csv_rows": ("csv_upload", f"phone\n{PHONE}\n{PHONE}\n{PHONE}\n", 3),
     "max_csv_columns": ("csv_upload", f"phone,a,b\n{PHONE},x,y\n", 3),
     "max_form_fields": ("twilio_sms", "MessageSid=SM1&From=%2B12125550001&Body=hi", 3),
+    "max_form_chars": ("twilio_sms", "MessageSid=SM1&From=%2B12125550001&Body=hi", 42),
     "max_mime_depth": ("inbound_email", nested_email(3), 3),
     "max_mime_parts": ("inbound_email", flat_email(4), 4),
     "max_headers": ("inbound_email", headers_email(3), 4 + 3),
@@ -171,8 +172,10 @@ LARGE: list[tuple[str, str, str, str]] = [
     ("meta_answers_25000", "meta_lead_ads", meta(25_000), "json_too_many_containers"),
     ("csv_60000_rows", "csv_upload", "phone\n" + f"{PHONE}\n" * 60_000, "csv_too_many_rows"),
     ("csv_300000_columns", "csv_upload", "phone\n" + PHONE + "," * 300_000 + "\n", "csv_too_many_columns"),
-    ("form_50000_fields", "twilio_sms", "MessageSid=SM1&From=%2B1&" + "&".join(["a=b"] * 50_000),
+    ("form_5000_fields", "twilio_sms", "MessageSid=SM1&From=%2B1&" + "&".join(["a=b"] * 5_000),
      "form_too_many_fields"),
+    ("form_960kb_of_escapes", "twilio_sms", "MessageSid=SM1&From=%2B1&Body=" + "%F0%9F%98%80" * 80_000,
+     "form_too_large"),
 ]
 
 

@@ -36,6 +36,7 @@ class ParseLimits:
     max_csv_rows: int = 50_000  # data rows of one upload
     max_csv_columns: int = 500  # cells of one CSV record (the header or a row)
     max_form_fields: int = 1_000  # fields of one form-encoded (Twilio) body
+    max_form_chars: int = 65_536  # one form-encoded (Twilio) body: Twilio's are a few KB (an SMS is 1,600 characters)
     max_mime_depth: int = 12  # containers (multipart/*, message/*) nested inside each other in one e-mail
     max_mime_parts: int = 256  # MIME parts of one e-mail, containers included, the top-level message not
     max_headers: int = 500  # header fields of one header block (the message's or one part's)
@@ -56,6 +57,7 @@ LIMIT_ERRORS: dict[str, str] = {
     "max_csv_rows": "csv_too_many_rows",
     "max_csv_columns": "csv_too_many_columns",
     "max_form_fields": "form_too_many_fields",
+    "max_form_chars": "form_too_large",
     "max_mime_depth": "mime_too_deep",
     "max_mime_parts": "mime_too_many_parts",
     "max_headers": "too_many_headers",

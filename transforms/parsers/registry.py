@@ -97,6 +97,8 @@ def _detect_form(text: str, limits: ParseLimits) -> str | None:
     body = text.strip()
     if "\n" in body or not any(marker in body for marker in _FORM_MARKERS):
         return None
+    if len(body) > limits.max_form_chars:
+        raise _Breach(twilio.too_large(limits.max_form_chars))
     try:
         keys = urllib.parse.parse_qs(body, keep_blank_values=True, max_num_fields=limits.max_form_fields).keys()
     except ValueError:
