@@ -213,6 +213,14 @@ def _mail_addresses(size: int) -> str:
             + "\r\nPhone: +1 212 555 0001\r\n" + PROSE * _fill(size, len(to) + 200, PROSE))
 
 
+def _mail_recipient_headers(size: int) -> str:
+    """Hundreds of To: headers, each under the header limit, full of encoded display names and addresses."""
+    unit = "=?utf-8?q?J=C3=A9?= <a@example.net>, "
+    per_header = max(1, (size // 480) // len(unit))
+    return (MAIL_HEAD + "".join("To: " + unit * per_header + "x@example.net\r\n" for _ in range(min(480, size // 100)))
+            + "\r\nPhone: +1 212 555 0001\r\n")
+
+
 def _mail_encoded(words: int, size: int) -> str:
     subject = " ".join(["=?utf-8?q?caf=C3=A9?="] * words)
     head = MAIL_HEAD.replace("Subject: New lead", f"Subject: {subject}") + "\r\nPhone: +1 212 555 0001\r\n"
@@ -236,6 +244,7 @@ EMAIL_SHAPES = {
     "mime_too_many_parts": lambda size: _mail_parts(min(2000, size // 40), size),
     "headers_at_the_limit": lambda size: _mail_headers(min(495, size // 40), size),
     "many_addresses": _mail_addresses,
+    "many_recipient_headers": _mail_recipient_headers,
     "encoded_words_at_the_limit": lambda size: _mail_encoded(100, size),
     "plain_short_lines": _mail_plain_lines("a\r\n"),
     "plain_label_lines": _mail_plain_lines("Message:\r\nName:\r\n"),
