@@ -199,3 +199,59 @@ def test_large_ordinary_payloads_under_the_limits_are_leads():
     (unit,) = parse_message(InputMessage("m", meta(1200).encode(), {}), config(), 1_000_000)
     assert unit.raw.phone == PHONE and len(unit.raw.extra) == 1199
 
+
+
+# --- the scan before parsing and the parsed tree agree (differential, on generated well-formed MIME) ----------------
+
+def _tree():
+    from hypothesis import strategies as st
+
+    leaf = st.just(("leaf",))
+    return st.recursive(leaf, lambda kids: st.one_of(
+        st.lists(kids, min_size=1, max_size=4).map(lambda c: ("multipart", *c)),
+        kids.map(lambda c: ("message", c))), max_leaves=25)
+
+
+def _render(node, counter: list[int]) -> str:
+    kind = node[0]
+    if kind == "leaf":
+        return "Content-Type: text/plain\n\nhello\n"
+    if kind == "message":
+        return "Content-Type: message/rfc822\n\nFrom: x@example.org\n" + _render(node[1], counter)
+    counter[0] += 1
+    b = f"b{counter[0]}"
+    return (f'Content-Type: multipart/mixed; boundary="{b}"\n\n'
+            + "".join(f"--{b}\n" + _render(child, counter) for child in node[1:]) + f"--{b}--\n")
+
+
+def _shape(node) -> tuple[int, int]:
+    """(nesting of containers, parts below this node)."""
+    if node[0] == "leaf":
+        return 0, 0
+    kids = [_shape(child) for child in node[1:]]
+    return 1 + max(d for d, _ in kids), sum(1 + p for _, p in kids)
+
+
+def test_the_scan_before_parsing_measures_what_the_parsed_tree_holds():
+    import email
+
+    from hypothesis import HealthCheck, given, settings
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_tree())
+    def check(tree):
+        text = "From: a@example.org\nSubject: x\n" + _render(tree, [0])
+        depth, parts = _shape(tree)
+        exact = ParseLimits(max_mime_depth=max(depth, 1), max_mime_parts=max(parts, 1))
+        inbound_email._check_mime_shape(text, exact)
+        inbound_email._check_entities(email.message_from_string(text), exact)
+        for over in ([{"max_mime_depth": depth - 1}] if depth > 1 else []) + (
+                [{"max_mime_parts": parts - 1}] if parts > 1 else []):
+            limits = dataclasses.replace(exact, **over)
+            with pytest.raises(ParseError) as before:
+                inbound_email._check_mime_shape(text, limits)
+            with pytest.raises(ParseError) as after:
+                inbound_email._check_entities(email.message_from_string(text), limits)
+            assert before.value.error_type == after.value.error_type == LIMIT_ERRORS[next(iter(over))]
+
+    check()
