@@ -74,19 +74,27 @@ def measure(sizes_kb=SIZES_KB, repeat: int = 3, parsers=None) -> dict:
     return out
 
 
+def _cases(result: dict) -> dict:
+    """The result in this module's form; an older results file ({shape: {kb: ...}}, e-mail only) is read as such."""
+    return {name: case if "sizes" in case else {"parser": "inbound_email", "shape": name, "sizes": case,
+                                                "outcome": "?"}
+            for name, case in result.items()}
+
+
 def format_table(result: dict) -> str:
-    sizes = sorted({kb for case in result.values() for kb in case["sizes"]})
+    result = _cases(result)
+    sizes = sorted({kb for case in result.values() for kb in case["sizes"]}, key=int)  # JSON keys are text
     lines = [f"{'parser':<22}{'shape':<30}" + "".join(f"{f'{kb} KB ms':>11}{'vs ord.':>8}" for kb in sizes)
              + f"{'growth':>8}  outcome at {sizes[-1]} KB"]
     for case in result.values():
         flags = []
         if case.get("superlinear"):
             flags.append("SUPERLINEAR")
-        if any(case["sizes"][kb]["vs_ordinary"] > GOAL_VS_ORDINARY for kb in sizes):
+        if any(case["sizes"][kb]["vs_ordinary"] > GOAL_VS_ORDINARY for kb in sizes if kb in case["sizes"]):
             flags.append(f">{GOAL_VS_ORDINARY:g}x ordinary")
         lines.append(f"{case['parser']:<22}{case['shape']:<30}"
                      + "".join(f"{case['sizes'][kb]['ms']:>11.2f}{case['sizes'][kb]['vs_ordinary']:>8.2f}"
-                               for kb in sizes)
+                               if kb in case["sizes"] else f"{'':>19}" for kb in sizes)
                      + f"{case.get('growth', float('nan')):>8.2f}  {case['outcome']}"
                      + (f"  [{', '.join(flags)}]" if flags else ""))
     return "\n".join(lines)

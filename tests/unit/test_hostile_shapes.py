@@ -68,3 +68,13 @@ def test_a_worst_shape_near_the_payload_limit_ends_as_expected(provider, shape):
     text = hostile.PARSER_SHAPES[provider][shape](SIZE)
     assert outcome(provider, text, {"provider": provider}) == EXPECTED[provider, shape]
     assert outcome(provider, text, {}) == EXPECTED[provider, shape]  # recognised by its shape: the same outcome
+
+
+def test_the_parse_bench_runs_over_every_parser_and_shape():
+    from pipelines.dev import parse_bench
+
+    result = parse_bench.measure(sizes_kb=(2, 4), repeat=1)  # tiny sizes: this checks the bench runs, not times
+    assert sorted(result) == sorted(f"{p} {s}" for p, s in CASES)
+    assert all(case["sizes"][4]["ms"] >= 0 and "growth" in case for case in result.values())
+    table = parse_bench.format_table(result)
+    assert len(table.splitlines()) == len(CASES) + 1

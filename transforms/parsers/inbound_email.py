@@ -411,8 +411,10 @@ def _html_body(html: str) -> Body | None:
         return None
     breaks: set[int] = set()
     for block in "".join(target.chunks).split("\n"):
+        if len(body.lines) >= MAX_LINES:
+            break  # the rest is never scanned: do not clean it up either
         lines = [line[:MAX_LINE_CHARS] for line in (_collapse(part) for part in block.split("\r")) if line]
-        if lines and len(body.lines) < MAX_LINES:
+        if lines:
             breaks.add(len(body.lines))
             body.lines.extend(lines)
     body.lines = body.lines[:MAX_LINES]
