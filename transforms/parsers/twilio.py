@@ -41,7 +41,7 @@ def too_large(max_chars: int) -> ParseError:
 def parse_form(text: str, max_fields: int = MAX_FIELDS, max_chars: int = MAX_CHARS) -> dict[str, str]:
     """A form-encoded body as {field: first value}; anything else is ParseError('invalid_form'), more than
     ``max_fields`` fields ParseError('form_too_many_fields'), more than ``max_chars`` characters
-    ParseError('form_too_large') (percent-decoding is Python code, about 0.3 us an escape)."""
+    ParseError('form_too_large') (percent-decoding is Python code: a long body of escapes is slow)."""
     body = text.strip()
     if not body or body[0] in "{[<" or "=" not in body or "\n" in body:
         raise ParseError("invalid_form", "expected an application/x-www-form-urlencoded body")
