@@ -479,6 +479,9 @@ def _check_mime_shape(text: str, limits: ParseLimits) -> None:
                 if line[0] in " \t":
                     if in_content_type:
                         content_type += line
+                        if len(content_type) > limits.max_header_chars:  # what the stdlib would keep reading
+                            raise limit_exceeded("max_header_chars", "a header field is longer than "
+                                                 f"{limits.max_header_chars} characters")
                 elif line[:13].lower() == "content-type:":
                     in_content_type = content_type is None  # the stdlib reads the first one
                     if in_content_type:
