@@ -3,6 +3,7 @@ ordinary body of the same size (issue 16; the tests assert their outcomes, ``mak
 
 from __future__ import annotations
 
+import base64
 import json
 
 ORDINARY = "ordinary"
@@ -227,6 +228,19 @@ def _mail_encoded(words: int, size: int) -> str:
     return head + PROSE * _fill(size, len(head), PROSE)
 
 
+def _mail_base64_html(size: int) -> str:
+    html = html_of(ORDINARY, size * 72 // 100)  # base64 is 4/3 of it, with a line break every 76 characters
+    data = base64.encodebytes(html.encode()).decode().replace("\n", "\r\n")
+    return MAIL_HEAD + "Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" + data
+
+
+def _mail_soft_breaks(size: int) -> str:
+    """Quoted-printable text of soft line breaks and escapes."""
+    unit = "=C3=A9=\r\n"
+    return (MAIL_HEAD + "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+            + "Phone: +1 212 555 0001\r\n" + unit * _fill(size, 300, unit))
+
+
 def _mail_plain_lines(unit: str):
     return lambda size: MAIL_HEAD + "\r\nPhone: +1 212 555 0001\r\n" + unit * _fill(size, 200, unit)
 
@@ -249,6 +263,8 @@ EMAIL_SHAPES = {
     "plain_short_lines": _mail_plain_lines("a\r\n"),
     "plain_label_lines": _mail_plain_lines("Message:\r\nName:\r\n"),
     "plain_long_lines": _mail_plain_lines("x" * 20_000 + "\r\n"),
+    "base64_html_body": _mail_base64_html,
+    "quoted_printable_soft_breaks": _mail_soft_breaks,
 }
 
 PARSER_SHAPES: dict[str, dict] = {

@@ -38,7 +38,7 @@ EXPECTED: dict[tuple[str, str], int | str] = {
     ("csv_upload", "quoted_multiline_cells"): 135,
     ("csv_upload", "blank_rows"): 1,
     ("csv_upload", "one_huge_cell"): "invalid_csv",  # a cell over the csv module's field limit
-    **{("inbound_email", s): 1 for s in hostile.EMAIL_SHAPES},
+    **{("inbound_email", s): 1 for s in hostile.EMAIL_SHAPES},  # every e-mail shape not named below is a lead
     ("inbound_email", "mime_too_deep"): "mime_too_deep",
     ("inbound_email", "mime_too_many_parts"): "mime_too_many_parts",
 }
