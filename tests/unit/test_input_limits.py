@@ -258,3 +258,17 @@ def test_the_scan_before_parsing_measures_what_the_parsed_tree_holds():
             assert before.value.error_type == after.value.error_type == LIMIT_ERRORS[next(iter(over))]
 
     check()
+
+
+def test_every_limit_is_a_pipeline_option_that_reaches_the_parse_stage():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.graph import StageConfigs
+    from pipelines.options import LeadflowOptions
+
+    names = [f.name for f in dataclasses.fields(ParseLimits)]
+    args = ["--input_file=in.jsonl", "--output_dir=out"] + [f"--{n}={i + 2}" for i, n in enumerate(names)]
+    stages = StageConfigs.from_options(PipelineOptions(args).view_as(LeadflowOptions), streaming=False)
+    assert dataclasses.asdict(stages.parse.limits) == {n: i + 2 for i, n in enumerate(names)}
+    default = StageConfigs.from_options(PipelineOptions(args[:2]).view_as(LeadflowOptions), streaming=False)
+    assert default.parse.limits == ParseLimits()
