@@ -11,6 +11,7 @@ Each stage takes one config object, built here from the pipeline options (``Stag
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from transforms.identity import IdentityConfig
 from transforms.lead_record import assignment_versions, scored_version
 from transforms.normalize import NormalizeLeads
 from transforms.parse import ParseMessages, ParseStageConfig
+from transforms.parsers.base import ParseLimits
 from transforms.score import ScoreLeads, ScoringConfig
 
 
@@ -53,7 +55,8 @@ class StageConfigs:
                                     o.reference_refresh_seconds if streaming else 0.0, o.unverified_source_reliability)
         routing = RoutingConfig(reference, o.assignment_sla_seconds, streaming, clock) if o.routing == "on" else None
         return cls(
-            parse=ParseStageConfig(o.max_payload_bytes, o.google_ads_key, o.source_registry, o.max_unit_seconds),
+            parse=ParseStageConfig(o.max_payload_bytes, o.google_ads_key, o.source_registry, o.max_unit_seconds,
+                                   parse_limits(o)),
             default_region=o.default_region,
             dedup=IdentityConfig(identity_store(o, streaming), o.identity_max_companions, o.identity_fan_in_days,
                                  o.dedup_ttl_days),
@@ -61,6 +64,11 @@ class StageConfigs:
             unverified_source_reliability=o.unverified_source_reliability,
             scoring=scoring, routing=routing, periodic_reference=streaming and is_dataflow(o),
             reference_data=o.reference_data)
+
+
+def parse_limits(o: LeadflowOptions) -> ParseLimits:
+    """The parse limits the options set (one option per ``ParseLimits`` field, named as it)."""
+    return ParseLimits(**{f.name: getattr(o, f.name) for f in dataclasses.fields(ParseLimits)})
 
 
 def identity_store(o: LeadflowOptions, streaming: bool) -> str:

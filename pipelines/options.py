@@ -7,6 +7,7 @@ plus the optional ``--delivery_topic`` and ``--dead_letter_topic`` (Pub/Sub).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import phonenumbers
@@ -16,6 +17,7 @@ from schemas.bigquery import parse_dataset
 from schemas.resources import SUBSCRIPTION_PATH, TOPIC_PATH
 from scoring import model_store
 from transforms.parse import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_UNIT_SECONDS
+from transforms.parsers.base import LIMIT_ERRORS, ParseLimits
 
 LOCAL_IDENTITY_STORE = ".leadflow/identity.sqlite"  # local streaming's default: survives a restart
 
@@ -71,6 +73,10 @@ class LeadflowOptions(PipelineOptions):
         g.add_argument("--max_unit_seconds", type=float, default=DEFAULT_MAX_UNIT_SECONDS,
                        help="Time budget for parsing one message; an overrun is a processing_timeout dead letter "
                             "(default 2 s).")
+        for limit in dataclasses.fields(ParseLimits):  # one option per parse limit, named as the limit
+            g.add_argument(f"--{limit.name}", type=int, default=limit.default,
+                           help=f"Parse limit (default {limit.default:,}); a breach is a {LIMIT_ERRORS[limit.name]} "
+                                "dead letter (docs/input-limits.md).")
         g.add_argument("--dedup_ttl_days", type=float, default=90.0,
                        help="Days after a person's newest event when they are forgotten (a new lead; default 90).")
         g.add_argument("--identity_store", default=None,

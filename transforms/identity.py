@@ -426,3 +426,106 @@ def _lead(lead: NormalizedLead, lead_id: str, now: datetime) -> Lead:
 def decide_in_order(resolver: Resolver, leads: Iterable[NormalizedLead]) -> list[Decision]:
     """Decide events one after another, as they arrive."""
     return [resolver.decide(lead) for lead in leads]
+
+
+# --------------------------------------------------------------------------------------
+# Seeding a store from the tables (a job whose persons lived only in its Beam state)
+# --------------------------------------------------------------------------------------
+
+
+def _survivors(merges: Iterable[dict]) -> dict[str, str]:
+    """merged lead id -> the live lead it counts under (the latest merge row of each merged lead, followed)."""
+    latest: dict[str, tuple] = {}
+    for m in merges:
+        key = (str(m["merged_at"]), str(m.get("processed_at") or ""))
+        if m["merged_lead_id"] not in latest or key > latest[m["merged_lead_id"]][0]:
+            latest[m["merged_lead_id"]] = (key, m["into_lead_id"])
+    into = {merged: target for merged, (_, target) in latest.items()}
+    out = {}
+    for merged in into:
+        target, hops = into[merged], 0
+        while target in into and hops < MAX_REDIRECTS:
+            target, hops = into[target], hops + 1
+        out[merged] = target
+    return out
+
+
+def seed_rows(events: Iterable[dict], merges: Iterable[dict], config: IdentityConfig = IdentityConfig(),
+              key: bytes | None = None) -> dict[str, dict]:
+    """The store rows (``p:`` and ``i:``) that know every person of the ``lead_events`` and ``lead_merges`` rows
+    under the lead ids those tables already use, so a new job decides a returning person as that lead.
+
+    An identifier seen with several live leads (the old job keyed a person by phone, else e-mail, never both)
+    belongs to the lead seen first; the next event that carries it with another lead's identifier merges them, as
+    any merge. Companions inside the fan-in window are counted, so a switchboard number is shared from the start.
+    Replays are skipped; no journal rows are written (a redelivered old message is a known person's duplicate).
+    """
+    key = key if key is not None else hash_key()
+    into = _survivors(merges)
+    persons: dict[str, dict] = {}
+    identifiers: dict[str, dict] = {}
+    hashed: dict[tuple[str, str], str] = {}
+    cap = 4 * config.max_companions  # the most recent companions are enough to decide (as Resolver._fan_in)
+    newest = 0
+    for e in events:  # one pass: the events need not be sorted, nor held
+        if e["outcome"] == REPLAY:
+            continue
+        lead_id = into.get(e["lead_id"], e["lead_id"])
+        first = [micros(e["event_time"]), micros(e["publish_time"]), e["message_id"]]
+        newest = max(newest, first[0])
+        event_id = e.get("event_id") or event_id_for(e["message_id"])
+        p = persons.get(lead_id)
+        if p is None:
+            p = persons[lead_id] = {"lead": lead_id, "first": first, "sources": {}, "external": {}, "ids": [],
+                                    "primary": [e["source_id"], e["provider"], event_id], "absorbed": [],
+                                    "into": None, "newest": first[1], "created": event_id, "_src": {}}
+        elif first < p["first"]:
+            p["first"], p["primary"], p["created"] = first, [e["source_id"], e["provider"], event_id], event_id
+        p["newest"] = max(p["newest"], first[1])
+        if e["source_id"] not in p["_src"] or first < p["_src"][e["source_id"]]:
+            p["sources"][e["source_id"]], p["_src"][e["source_id"]] = event_id, first
+        if e.get("external_id"):
+            p["external"][f"{e['provider']}\x1f{e['external_id']}"] = event_id
+        hashes = []
+        for kv in ((PHONE, e.get("phone_e164")), (EMAIL, e.get("email"))):
+            if kv[1]:
+                if kv not in hashed:
+                    hashed[kv] = identifier_hash(*kv, key)
+                hashes.append(hashed[kv])
+        for h in hashes:
+            if h not in p["ids"]:
+                p["ids"].append(h)
+            rec = identifiers.get(h)
+            if rec is None or first < rec["_first"]:  # an identifier belongs to the lead that carried it first
+                rec = identifiers[h] = {"person": lead_id, "companions": {} if rec is None else rec["companions"],
+                                        "shared": False, "_first": first}
+            companions = rec["companions"]
+            for other in hashes:
+                if other != h:
+                    companions[other] = max(companions.get(other, first[0]), first[0])
+            if len(companions) > 2 * cap:
+                rec["companions"] = dict(sorted(companions.items(), key=lambda x: -x[1])[:cap])
+    window = int(timedelta(days=config.fan_in_window_days).total_seconds() * 1_000_000)
+    for rec in identifiers.values():
+        del rec["_first"]
+        recent = sorted(((h, t) for h, t in rec["companions"].items() if newest - t <= window), key=lambda x: -x[1])
+        rec["companions"] = dict(recent[:cap])
+        rec["shared"] = len(recent) > config.max_companions
+    rows: dict[str, dict] = {f"i:{h}": rec for h, rec in identifiers.items()}
+    absorbed: dict[str, list[str]] = {}
+    for merged, target in into.items():
+        absorbed.setdefault(target, []).append(merged)
+    for lead_id, p in persons.items():
+        del p["_src"]
+        while len(p["external"]) > MAX_REMEMBERED:
+            del p["external"][next(iter(p["external"]))]
+        p["absorbed"] = sorted(absorbed.get(lead_id, []))
+        rows[f"p:{lead_id}"] = p
+    for merged, target in into.items():
+        rows.setdefault(f"p:{merged}", {**_redirect(merged), "into": target})
+    return rows
+
+
+def _redirect(lead_id: str) -> dict:
+    return {"lead": lead_id, "first": [0, 0, ""], "primary": ["", "", ""], "sources": {}, "external": {}, "ids": [],
+            "absorbed": [], "into": None, "newest": 0, "created": ""}

@@ -81,12 +81,27 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return obj
 
 
-def decode_json(text: str | bytes):
+def _counted_unique_keys(max_keys: int):
+    """``_unique_keys`` that also refuses a document whose objects hold more than ``max_keys`` keys together."""
+    seen = 0
+
+    def hook(pairs: list[tuple[str, object]]) -> dict:
+        nonlocal seen
+        seen += len(pairs)
+        if seen > max_keys:
+            raise JsonRejected("json_too_many_keys", f"JSON objects hold more than {max_keys} keys")
+        return _unique_keys(pairs)
+
+    return hook
+
+
+def decode_json(text: str | bytes, max_keys: int | None = None):
     """``json.loads`` with what JSON itself refuses refused here too: NaN and Infinity, numbers too long for
-    Python to convert (its integer-string limit), and objects that repeat a key. Raises JsonRejected with a
-    stable error type."""
+    Python to convert (its integer-string limit), and objects that repeat a key; with ``max_keys``, also more keys
+    than that in all objects together. Raises JsonRejected with a stable error type."""
+    hook = _unique_keys if max_keys is None else _counted_unique_keys(max_keys)
     try:
-        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=hook)
     except json.JSONDecodeError as e:
         raise JsonRejected("invalid_json", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except RecursionError:

@@ -16,7 +16,7 @@ from apache_beam.metrics import Metrics
 
 from transforms.messages import InputMessage, RejectedInput, dead_letter_for_message, utcnow
 from transforms.normalize import Unit
-from transforms.parsers.base import ParseConfig, ParseError
+from transforms.parsers.base import DEFAULT_LIMITS, ParseConfig, ParseError, ParseLimits
 from transforms.parsers.registry import parse_payload
 from transforms.sources import SourceRegistry
 
@@ -83,10 +83,12 @@ def upload_facts(msg: InputMessage) -> dict[str, str]:
 class ParseDoFn(beam.DoFn):
     DEAD_LETTERS = "dead_letters"
 
-    def __init__(self, max_payload_bytes: int, google_ads_key: str | None, registry_path: str | None):
+    def __init__(self, max_payload_bytes: int, google_ads_key: str | None, registry_path: str | None,
+                 limits: ParseLimits = DEFAULT_LIMITS):
         self.max_payload_bytes = max_payload_bytes
         self.google_ads_key = google_ads_key
         self.registry_path = registry_path
+        self.limits = limits
         self.messages = Metrics.counter("parse", "messages")
         self.units = Metrics.counter("parse", "units")
         self.rejected = Metrics.counter("parse", "dead_letters")
@@ -96,8 +98,8 @@ class ParseDoFn(beam.DoFn):
         self.seen = 0
         self.started = time.monotonic()
         self.config = ParseConfig(
-            registry=SourceRegistry.from_csv(self.registry_path), google_ads_key=self.google_ads_key or None
-        )
+            registry=SourceRegistry.from_csv(self.registry_path), google_ads_key=self.google_ads_key or None,
+            limits=self.limits)
 
     def process(self, msg: InputMessage):
         self.messages.inc()
@@ -126,12 +128,14 @@ class ParseDoFn(beam.DoFn):
 
 @dataclass(frozen=True)
 class ParseStageConfig:
-    """The payload size limit, the Google Ads shared key, and the source registry file (None: the bundled one)."""
+    """The payload size limit, the Google Ads shared key, the source registry file (None: the bundled one), the
+    time budget of one message, and the parsers' limits on payload shapes (docs/input-limits.md)."""
 
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     google_ads_key: str | None = None
     registry_path: str | None = None
     max_unit_seconds: float = DEFAULT_MAX_UNIT_SECONDS
+    limits: ParseLimits = DEFAULT_LIMITS
 
 
 class TimedOutDoFn(beam.DoFn):
@@ -159,7 +163,7 @@ class ParseMessages(beam.PTransform):
 
     def __init__(self, config: ParseStageConfig = ParseStageConfig()):
         super().__init__()
-        self.fn = ParseDoFn(config.max_payload_bytes, config.google_ads_key, config.registry_path)
+        self.fn = ParseDoFn(config.max_payload_bytes, config.google_ads_key, config.registry_path, config.limits)
         self.budget = config.max_unit_seconds
 
     def expand(self, messages):

@@ -98,7 +98,7 @@ def start(
         fd, log_path = tempfile.mkstemp(prefix="bqemulator-", suffix=".log")
         os.close(fd)
     cmd = [
-        sys.executable, "-m", "bqemulator", "start",
+        sys.executable, "-m", "infra.local.bigquery_speedups", "start",  # bqemulator, its SQL parses remembered
         "--rest-host", host, "--rest-port", str(port),
         "--grpc-host", host, "--grpc-port", str(grpc_port),
         "--log-level", log_level, "--log-format", "json",

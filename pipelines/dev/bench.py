@@ -14,8 +14,8 @@ Sections (each figure measured in one run on the same machine state; ratios wher
   persons (the identity store's rows: identifiers, persons and the decision journal, as JSON).
 - **scoring**: the BentoML service over HTTP vs in-process LightGBM at batch sizes 1/32/256
   (``pipelines.dev.scorer_bench``).
-- **parsing**: time per inbound e-mail of each hostile HTML shape beside an ordinary e-mail of the same size, at
-  16 KB, 256 KB and 960 KB (``pipelines.dev.parse_bench``).
+- **parsing**: time per payload of each parser's hostile shapes beside an ordinary payload of that parser and size,
+  at 16 KB, 256 KB and 960 KB, with the growth 256 KB -> 960 KB against the size ratio (``pipelines.dev.parse_bench``).
 - **streaming**: publish -> BigQuery-row latency p50/p99 at steady rates on the local stack, stepped up to the
   highest rate sustained without a growing backlog or latency (``pipelines.dev.stream_bench``).
 
@@ -428,7 +428,7 @@ def print_report(report: dict) -> None:
     if report.get("parsing_ms_per_email"):
         from pipelines.dev.parse_bench import format_table
 
-        print("\ninbound e-mail parse, best of runs (ms per e-mail, and the ratio to an ordinary e-mail of that size):")
+        print("\nparsing, best of runs (ms per payload, and the ratio to an ordinary payload of that parser and size):")
         print(format_table(report["parsing_ms_per_email"]))
     st = report.get("streaming")
     if st and "steps" in st:

@@ -137,3 +137,36 @@ def test_the_memo_is_the_runner_s_view_only_while_installed():
     assert userstate.get_dofn_specs is direct.cached_get_dofn_specs
     assert transform_evaluator.get_dofn_specs is direct.cached_get_dofn_specs
     assert isinstance(transform_evaluator.pickler, direct._PicklerSerializingOnce)
+
+
+def test_a_read_asks_for_waiting_messages_only_and_an_idle_pipeline_pauses(monkeypatch):
+    """The runner's pull (max 10, the server may hold it) becomes: up to 100, return at once; pause only when idle."""
+    from types import SimpleNamespace
+
+    calls, pauses = [], []
+
+    class Client:
+        waiting = 0
+
+        def pull(self, **kwargs):
+            calls.append(kwargs)
+            return SimpleNamespace(received_messages=[object()] * self.waiting)
+
+    monkeypatch.setattr(direct.time, "sleep", pauses.append)
+    clock = iter([100.0, 100.01, 100.02, 100.5, 100.6])
+    monkeypatch.setattr(direct.time, "monotonic", lambda: next(clock))
+    client = Client()
+    reads = direct._PullingMore(client)
+    pull = {"subscription": "projects/p/subscriptions/s", "max_messages": 10, "timeout": 30}  # as the runner asks
+
+    client.waiting = 3
+    assert len(reads.pull(**pull).received_messages) == 3
+    client.waiting = 0
+    reads.pull(**pull)  # 10 ms after a read with data: the wave goes on, no pause
+    reads.pull(**pull)
+    assert pauses == []
+    reads.pull(**pull)  # nothing read for 0.5 s: idle
+    reads.pull(**pull)
+    assert pauses == [direct.EMPTY_READ_PAUSE_SECONDS] * 2
+    assert all(c["max_messages"] == direct.PULL_MAX_MESSAGES and c["return_immediately"] is True for c in calls)
+    assert all(c["subscription"] == pull["subscription"] and c["timeout"] == 30 for c in calls)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers.leads import lead
+from tests.helpers.leads import T0, lead
 from transforms.blocklist import Blocklist
 from transforms.identity import (
     CROSS_SOURCE,
@@ -21,6 +21,7 @@ from transforms.identity import (
     Resolver,
     decide_in_order,
     event_id_for,
+    seed_rows,
 )
 from transforms.identity_store import MemoryStore, SqliteStore, open_store
 from transforms.lead_record import primary_of
@@ -258,3 +259,42 @@ def test_event_ids_are_deterministic():
     a = decide_in_order(resolver(), [lead("m1")])[0]
     b = decide_in_order(resolver(), [lead("m1")])[0]
     assert a.event.lead_id == b.event.lead_id and timedelta(0) == a.event.event_time - b.event.event_time
+
+
+# -- seeding a store from the tables (identity-seed) -------------------------------------------------------------
+
+
+def _event_row(lead_id, n, phone=None, email=None, minutes=0):
+    at = T0 + timedelta(minutes=minutes)
+    return {"event_id": f"e{n}", "message_id": f"m{n}", "lead_id": lead_id, "outcome": "new", "provider": "api",
+            "source_id": "meta_form_1", "external_id": None, "event_time": at, "publish_time": at,
+            "phone_e164": phone, "email": email}
+
+
+def test_the_old_job_s_phone_and_e_mail_leads_are_known_and_merge_at_the_next_event_that_links_them():
+    # the old job keyed a person by phone, else e-mail: lead A (phone p, e-mail x) and lead B (e-mail x, later),
+    # and lead C (phone q)
+    p, q, x = "+14155550101", "+14155550102", "x@example.com"
+    rows = seed_rows([_event_row("A", 1, phone=p, email=x), _event_row("B", 2, email=x, minutes=5),
+                      _event_row("C", 3, phone=q, minutes=9)], [], key=b"test")
+    r = resolver(MemoryStore())
+    r.store.put(rows)
+    assert r.decide(lead("n1", email=x, event_s=7200)).event.lead_id == "A"  # x belongs to A, seen first
+    assert r.decide(lead("n2", phone=p, event_s=7300)).event.lead_id == "A"
+    linked = r.decide(lead("n3", phone=q, email=x, event_s=7400))
+    assert linked.event.lead_id == "A" and [(m.merged_lead_id, m.into_lead_id) for m in linked.merges] == [("C", "A")]
+
+
+def test_seeded_merges_count_under_the_survivor_and_a_switchboard_number_is_shared_from_the_start():
+    board = "+14155550199"
+    events = [_event_row("A", 1, phone="+14155550101"), _event_row("B", 2, email="b@example.com", minutes=1)]
+    events += [_event_row(f"S{i}", 10 + i, phone=board, email=f"caller{i}@example.com", minutes=10 + i)
+               for i in range(6)]
+    merges = [{"merged_lead_id": "B", "into_lead_id": "A", "merged_at": T0, "processed_at": None}]
+    rows = seed_rows(events, merges, IdentityConfig(max_companions=3), key=b"test")
+    assert rows["p:B"]["into"] == "A" and rows["p:A"]["absorbed"] == ["B"]
+    r = resolver(MemoryStore(), max_companions=3)
+    r.store.put(rows)
+    assert r.decide(lead("n1", email="b@example.com", event_s=7200)).event.lead_id == "A"
+    decision = r.decide(lead("n2", phone=board, email="someone.new@example.com", event_s=7300))
+    assert decision.outcome == "new" and decision.shared == 1  # the number links no one

@@ -20,7 +20,7 @@ from transforms.parsers import (
     meta_lead_ads,
     twilio,
 )
-from transforms.parsers.base import ParseConfig, ParseError, RawLead
+from transforms.parsers.base import ParseConfig, ParseError, ParseLimits, RawLead
 from transforms.parsers.registry import PARSERS, detect_provider, parse_payload
 from transforms.sources import SourceRegistry
 
@@ -440,7 +440,7 @@ def test_twilio_voice():
         (twilio.parse_voice, "", "invalid_form"),
         (twilio.parse_sms, "just some text", "invalid_form"),
         (twilio.parse_sms, "From=a\nMessageSid=b", "invalid_form"),
-        (twilio.parse_sms, "&".join(f"k{i}=v" for i in range(1001)), "invalid_form"),
+        (twilio.parse_sms, "&".join(f"k{i}=v" for i in range(1001)), "form_too_many_fields"),
     ],
 )
 def test_twilio_errors(parser, text, error_type):
@@ -574,10 +574,12 @@ def test_csv_errors(text, error_type):
     assert parse_error(csv_upload.parse, text).error_type == error_type
 
 
-def test_csv_too_many_rows(monkeypatch):
-    monkeypatch.setattr(csv_upload, "MAX_ROWS", 3)
-    assert len(csv_upload.parse("phone\n1\n2\n3\n", {}, CONFIG)) == 3
-    assert parse_error(csv_upload.parse, "phone\n1\n2\n3\n4\n").error_type == "too_many_rows"
+def test_csv_too_many_rows():
+    config = ParseConfig(REGISTRY, limits=ParseLimits(max_csv_rows=3))
+    assert len(csv_upload.parse("phone\n1\n2\n3\n", {}, config)) == 3
+    with pytest.raises(ParseError) as e:
+        csv_upload.parse("phone\n1\n2\n3\n4\n", {}, config)
+    assert e.value.error_type == "csv_too_many_rows"
 
 
 # --------------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def problems(payload: dict[str, Any]) -> list[str]:
 
 def parse(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list[RawLead]:
     """One API body -> one RawLead, or ParseError('validation_error') listing every problem."""
-    payload = load_json_object(text)
+    payload = load_json_object(text, config.limits)
     found = problems(payload)
     if found:
         shown = found[:MAX_REPORTED_PROBLEMS]

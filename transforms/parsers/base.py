@@ -21,12 +21,59 @@ from transforms.messages import JsonRejected, RejectedInput, decode_json
 if TYPE_CHECKING:
     from transforms.sources import SourceRegistry
 
-# JSON nested deeper than this is rejected before the decoder can hit Python's recursion limit.
-MAX_JSON_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """How large or deep a payload may be before it is refused: each breach is a ParseError with its own
+    error type (``LIMIT_ERRORS``), so it ends as a dead letter carrying the original payload. The defaults and why
+    each limit exists: docs/input-limits.md. Every check is linear in the payload and runs before (or instead of)
+    the work the limit protects."""
+
+    max_json_depth: int = 64  # nesting of [ and {: refused before the decoder can hit Python's recursion limit
+    max_json_containers: int = 10_000  # arrays and objects in one JSON payload (each a Python object to build)
+    max_json_keys: int = 10_000  # keys of all objects in one JSON payload together
+    max_csv_rows: int = 50_000  # data rows of one upload
+    max_csv_columns: int = 500  # cells of one CSV record (the header or a row)
+    max_form_fields: int = 1_000  # fields of one form-encoded (Twilio) body
+    max_form_chars: int = 65_536  # one form-encoded (Twilio) body: Twilio's are a few KB (an SMS is 1,600 characters)
+    max_mime_depth: int = 12  # containers (multipart/*, message/*) nested inside each other in one e-mail
+    max_mime_parts: int = 256  # MIME parts of one e-mail, containers included, the top-level message not
+    max_headers: int = 500  # header fields of one header block (the message's or one part's)
+    max_header_chars: int = 32_768  # one header field, name and unfolded value
+    max_encoded_words: int = 100  # RFC 2047 encoded words (=?charset?q?...?=) in one header field
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if not isinstance(getattr(self, f.name), int) or getattr(self, f.name) < 1:
+                raise ValueError(f"ParseLimits.{f.name} must be a positive integer")
+
+
+# limit -> the error type of its breach
+LIMIT_ERRORS: dict[str, str] = {
+    "max_json_depth": "json_too_deep",
+    "max_json_containers": "json_too_many_containers",
+    "max_json_keys": "json_too_many_keys",
+    "max_csv_rows": "csv_too_many_rows",
+    "max_csv_columns": "csv_too_many_columns",
+    "max_form_fields": "form_too_many_fields",
+    "max_form_chars": "form_too_large",
+    "max_mime_depth": "mime_too_deep",
+    "max_mime_parts": "mime_too_many_parts",
+    "max_headers": "too_many_headers",
+    "max_header_chars": "header_too_long",
+    "max_encoded_words": "too_many_encoded_words",
+}
+DEFAULT_LIMITS = ParseLimits()
 
 
 class ParseError(RejectedInput):
     """A payload that cannot become a lead. ``error_type`` is stable; ``message`` is PII-free."""
+
+
+def limit_exceeded(limit: str, message: str) -> ParseError:
+    """The ParseError of a breached ``ParseLimits`` field (its error type from ``LIMIT_ERRORS``)."""
+    return ParseError(LIMIT_ERRORS[limit], message)
 
 
 @dataclass
@@ -65,47 +112,63 @@ class RawLead:
 
 @dataclass(frozen=True)
 class ParseConfig:
-    """Settings parsers need. ``google_ads_key``: when set, Google Ads leads must carry it."""
+    """Settings parsers need. ``google_ads_key``: when set, Google Ads leads must carry it. ``limits``: how large
+    or deep a payload may be (``ParseLimits``)."""
 
     registry: SourceRegistry
     google_ads_key: str | None = None
     naive_timezone: str = "UTC"  # how timestamps without an offset are read, unless a provider says otherwise
+    limits: ParseLimits = DEFAULT_LIMITS
 
 
 class Parser(Protocol):
     def __call__(self, text: str, attributes: Mapping[str, str], config: ParseConfig) -> list[RawLead]: ...
 
 
-def _depth_exceeds(text: str, limit: int) -> bool:
-    """True when brackets nest deeper than ``limit`` (strings are skipped). Linear, no recursion."""
+# A JSON string, escapes included; an unterminated one runs to the end, so every match succeeds where it starts and
+# stripping strings stays linear whatever the text.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _deeper_than(brackets: str, limit: int) -> bool:
+    """True when the brackets (nothing else) nest deeper than ``limit``."""
     depth = 0
-    in_string = False
-    escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
+    for ch in brackets:
+        if ch in "[{":
             depth += 1
             if depth > limit:
                 return True
-        elif ch in "]}":
+        else:
             depth -= 1
     return False
 
 
-def load_json_object(text: str) -> dict[str, Any]:
-    """Decode a JSON object, rejecting invalid JSON, non-objects and absurd nesting clearly."""
-    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth_exceeds(text, MAX_JSON_DEPTH):
-        raise ParseError("json_too_deep", f"JSON nests deeper than {MAX_JSON_DEPTH} levels")
+def _check_json_shape(text: str, limits: ParseLimits) -> None:
+    """Refuse JSON nested deeper than ``max_json_depth``, with more than ``max_json_containers`` arrays and objects
+    or more than ``max_json_keys`` keys, before decoding. Strings are stripped and brackets and colons counted by the
+    regex engine and ``str.count`` (C); only the first ``2 * max_json_containers`` brackets are walked in Python, so
+    the check costs about the same for any shape. (The decoder counts keys exactly as well: ``decode_json``.)"""
+    depth, containers, keys = limits.max_json_depth, limits.max_json_containers, limits.max_json_keys
+    stripped = None
+    if text.count("[") + text.count("{") > min(depth, containers):  # else: fewer brackets than either limit
+        stripped = _JSON_STRING.sub("", text)
+        brackets = _NOT_BRACKET.sub("", stripped)
+        if _deeper_than(brackets[:2 * containers + 2], depth):
+            raise limit_exceeded("max_json_depth", f"JSON nests deeper than {depth} levels")
+        if brackets.count("[") + brackets.count("{") > containers:
+            raise limit_exceeded("max_json_containers", f"JSON holds more than {containers} arrays and objects")
+    if text.count(":") > keys:  # each key has one colon outside strings
+        stripped = _JSON_STRING.sub("", text) if stripped is None else stripped
+        if stripped.count(":") > keys:
+            raise limit_exceeded("max_json_keys", f"JSON objects hold more than {keys} keys")
+
+
+def load_json_object(text: str, limits: ParseLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """Decode a JSON object, rejecting invalid JSON, non-objects, absurd nesting and too many keys clearly."""
+    _check_json_shape(text, limits)
     try:
-        value = decode_json(text)
+        value = decode_json(text, max_keys=limits.max_json_keys)
     except JsonRejected as e:
         raise ParseError(e.error_type, e.message) from None
     if not isinstance(value, dict):

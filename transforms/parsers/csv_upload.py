@@ -12,6 +12,9 @@ missing cells are empty; either mismatch sets ``extra["cell_count_mismatch"] = "
 unreadable ``created`` time does not fail the upload: that row gets ``event_time=None`` and
 ``extra["invalid_created_at"] = "true"`` (only ISO 8601 / Unix times are read; naive times use
 ``ParseConfig.naive_timezone``).
+
+Limits (``ParseConfig.limits``): more than ``max_csv_rows`` data rows is ``csv_too_many_rows``, a record of more
+than ``max_csv_columns`` cells ``csv_too_many_columns``; either dead-letters the whole upload.
 """
 
 from __future__ import annotations
@@ -22,10 +25,9 @@ import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 
-from transforms.parsers.base import ParseConfig, ParseError, RawLead, clean, parse_timestamp
+from transforms.parsers.base import ParseConfig, ParseError, RawLead, clean, limit_exceeded, parse_timestamp
 
 PROVIDER = "csv_upload"
-MAX_ROWS = 50_000
 
 # RawLead field (or "external_id" / "created") -> header aliases, already in canonical form.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -65,13 +67,16 @@ def canonical_header(name: str) -> str:
     return _IGNORED.sub("", name.replace("\ufeff", "").lower())
 
 
-def _rows(text: str) -> Iterator[tuple[int, list[str]]]:
-    """(record number, cells) for every CSV record; csv errors become ParseError('invalid_csv')."""
+def _rows(text: str, max_columns: int) -> Iterator[tuple[int, list[str]]]:
+    """(record number, cells) for every CSV record; csv errors become ParseError('invalid_csv'), a record of
+    more than ``max_columns`` cells ParseError('csv_too_many_columns')."""
     reader = csv.reader(io.StringIO(text, newline=""))
     number = 0
     try:
         for cells in reader:
             number += 1
+            if len(cells) > max_columns:
+                raise limit_exceeded("max_csv_columns", f"CSV record {number} has more than {max_columns} cells")
             yield number, cells
     except csv.Error as e:
         # The csv message names the problem (e.g. field larger than field limit), never a cell value.
@@ -130,7 +135,8 @@ def parse(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list
     columns: list[tuple[str, str | None]] | None = None
     header_number = 0
     leads: list[RawLead] = []
-    for number, cells in _rows(text):
+    max_rows = config.limits.max_csv_rows
+    for number, cells in _rows(text, config.limits.max_csv_columns):
         if _is_blank(cells):
             continue
         if columns is None:
@@ -138,8 +144,8 @@ def parse(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list
             if not any(target in ("phone", "email") for _, target in columns):
                 raise ParseError("invalid_csv", "the header row names no phone or e-mail column")
             continue
-        if len(leads) >= MAX_ROWS:
-            raise ParseError("too_many_rows", f"more than {MAX_ROWS} data rows")
+        if len(leads) >= max_rows:
+            raise limit_exceeded("max_csv_rows", f"more than {max_rows} data rows")
         leads.append(_row_lead(columns, cells, number - header_number, config))
     if columns is None or not leads:
         raise ParseError("empty_csv", "the upload has no data rows")

@@ -76,7 +76,7 @@ def _columns(data: Any) -> list[tuple[str, str | None, str]]:
 
 def parse(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list[RawLead]:
     """One lead form webhook body -> one RawLead."""
-    payload = load_json_object(text)
+    payload = load_json_object(text, config.limits)
     _check_key(payload, config.google_ads_key)
     if isinstance(payload.get("lead_id"), (dict, list, bool)):
         raise ParseError("invalid_field", "lead_id: expected a string")

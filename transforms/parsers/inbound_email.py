@@ -16,6 +16,11 @@ HTML references (images, stylesheets, links) is ever fetched. Each template is a
 label patterns ("Phone:", "Email Address", ...) matched against those lines, with the value on the
 same line or the next one (separate table cells).
 
+Limits (``ParseConfig.limits``, docs/input-limits.md): MIME nesting and part count are checked by a linear scan
+of the text before the stdlib parser runs (its boundary check is O(nesting) per line, quadratic on deep nests),
+then again on the parsed tree with the header blocks (field count, field length, RFC 2047 encoded words per field:
+``decode_header`` is quadratic in them). A breach is a ParseError with the limit's own error type.
+
 The parser extracts raw text only; phones and e-mails are normalized by a later stage. A lead with
 no phone and no e-mail is still returned (the normalizer dead-letters it). Error messages never
 contain anything taken from the payload.
@@ -38,15 +43,21 @@ from zoneinfo import ZoneInfo
 
 from lxml import etree
 
-from transforms.parsers.base import ParseConfig, ParseError, RawLead, clean, strip_invisible
+from transforms.parsers.base import (
+    ParseConfig,
+    ParseError,
+    ParseLimits,
+    RawLead,
+    clean,
+    limit_exceeded,
+    strip_invisible,
+)
 from transforms.sources import SourceRegistry
 
 PROVIDER = "inbound_email"
 MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 MAX_MESSAGE_CHARS = 5000
 MAX_FIELD_CHARS = 500  # a longer "name" or "phone" is not a value, it is a paragraph
-MAX_PARTS = 64  # MIME parts inspected
-MAX_DEPTH = 12  # multipart nesting followed
 MAX_LINES = 20_000  # body lines scanned for labels
 MAX_LINE_CHARS = 2 * MAX_MESSAGE_CHARS
 MAX_SUBJECT_CHARS = 500
@@ -400,8 +411,10 @@ def _html_body(html: str) -> Body | None:
         return None
     breaks: set[int] = set()
     for block in "".join(target.chunks).split("\n"):
+        if len(body.lines) >= MAX_LINES:
+            break  # the rest is never scanned: do not clean it up either
         lines = [line[:MAX_LINE_CHARS] for line in (_collapse(part) for part in block.split("\r")) if line]
-        if lines and len(body.lines) < MAX_LINES:
+        if lines:
             breaks.add(len(body.lines))
             body.lines.extend(lines)
     body.lines = body.lines[:MAX_LINES]
@@ -429,6 +442,117 @@ def _checked_text(text: str) -> str:
     if len(data) > MAX_PAYLOAD_BYTES:
         raise ParseError("payload_too_large", f"e-mail exceeds {MAX_PAYLOAD_BYTES} bytes")
     return text
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")  # the stdlib feedparser's headerRE
+_BOUNDARY = re.compile(r'\bboundary\s*=\s*(?:"([^"\r\n]*)"|([^\s;]+))', re.IGNORECASE)
+_ENCODED_WORD = re.compile(r"=\?[^?]*\?[bBqQ]\?")
+
+
+def _container(content_type: str) -> tuple[str, str | None] | None:
+    """('multipart', boundary) or ('message', None) for a container's Content-Type value; None for a leaf."""
+    main = content_type.partition(";")[0].strip().lower()
+    if main.startswith("multipart/"):
+        match = _BOUNDARY.search(content_type)
+        boundary = (match.group(1) if match.group(1) is not None else match.group(2)) if match else None
+        return ("multipart", boundary.rstrip()) if boundary else None  # no boundary: the stdlib reads a leaf
+    if main.startswith("message/") and main != "message/delivery-status":
+        return ("message", None)
+    return None
+
+
+def _check_mime_shape(text: str, limits: ParseLimits) -> None:
+    """Refuse nesting deeper than ``max_mime_depth`` or more than ``max_mime_parts`` parts, before parsing.
+
+    One pass over the lines, following the stdlib feedparser's reading (header blocks end at a line that is not a
+    header; a line ``--boundary`` of any open multipart starts a part of it and closes what was opened inside it;
+    ``--boundary--`` closes it; a message/* part's body is a message with its own headers), with a dict from
+    boundary to nesting level so each line costs O(1) whatever the nesting."""
+    levels: dict[str, int] = {}  # open multipart boundary -> its index in ``stack``
+    stack: list[str | None] = []  # open containers, outermost first (None: a message/* part)
+    parts = 0
+    in_headers, content_type, in_content_type = True, None, False
+    for line in _LINE_BREAK.split(text):
+        if in_headers:
+            if line and _HEADER_LINE.match(line):
+                if line[0] in " \t":
+                    if in_content_type:
+                        content_type += line
+                        if len(content_type) > limits.max_header_chars:  # what the stdlib would keep reading
+                            raise limit_exceeded("max_header_chars", "a header field is longer than "
+                                                 f"{limits.max_header_chars} characters")
+                elif line[:13].lower() == "content-type:":
+                    in_content_type = content_type is None  # the stdlib reads the first one
+                    if in_content_type:
+                        content_type = line.partition(":")[2]
+                else:
+                    in_content_type = False
+                continue
+            container = _container(content_type) if content_type else None
+            in_headers, content_type, in_content_type = False, None, False
+            if container is not None:
+                kind, boundary = container
+                if boundary is not None and boundary in levels:
+                    container = None  # a boundary reused inside itself: the stdlib ends the inner part there
+                else:
+                    stack.append(boundary)
+                    if boundary is not None:
+                        levels[boundary] = len(stack) - 1
+                    if len(stack) > limits.max_mime_depth:
+                        raise limit_exceeded("max_mime_depth", f"MIME parts nest deeper than {limits.max_mime_depth}")
+                    if kind == "message":
+                        parts += 1
+                        if parts > limits.max_mime_parts:
+                            raise limit_exceeded("max_mime_parts", f"more than {limits.max_mime_parts} MIME parts")
+                        in_headers = True
+            if not line:
+                continue  # the blank line that ends a header block
+        if not line.startswith("--") or not levels:
+            continue
+        mark = line[2:].rstrip(" \t")
+        closing = mark not in levels and mark.endswith("--") and mark[:-2] in levels
+        boundary = mark[:-2] if closing else mark
+        level = levels.get(boundary)
+        if level is None:
+            continue
+        for inner in stack[level + (0 if closing else 1):]:
+            if inner is not None:
+                del levels[inner]
+        del stack[level + (0 if closing else 1):]
+        if not closing:
+            parts += 1
+            if parts > limits.max_mime_parts:
+                raise limit_exceeded("max_mime_parts", f"more than {limits.max_mime_parts} MIME parts")
+            in_headers = True
+
+
+def _check_entities(msg: Message, limits: ParseLimits) -> None:
+    """The parsed message and every part within the limits: nesting, part count, and each header block's field
+    count, field length and encoded words per field. Iterative, linear in the tree."""
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    parts = -1  # the top-level message is not a part
+    while stack:
+        entity, depth = stack.pop()
+        parts += 1
+        if parts > limits.max_mime_parts:
+            raise limit_exceeded("max_mime_parts", f"more than {limits.max_mime_parts} MIME parts")
+        items = entity.raw_items()
+        if len(entity) > limits.max_headers:
+            raise limit_exceeded("max_headers", f"a header block has more than {limits.max_headers} fields")
+        for name, value in items:
+            value = str(value)
+            if len(str(name)) + len(value) > limits.max_header_chars:
+                raise limit_exceeded("max_header_chars",
+                                     f"a header field is longer than {limits.max_header_chars} characters")
+            if "=?" in value and len(_ENCODED_WORD.findall(value)) > limits.max_encoded_words:
+                raise limit_exceeded("max_encoded_words",
+                                     f"a header field has more than {limits.max_encoded_words} encoded words")
+        payload = entity.get_payload()
+        if isinstance(payload, list):
+            if depth >= limits.max_mime_depth:
+                raise limit_exceeded("max_mime_depth", f"MIME parts nest deeper than {limits.max_mime_depth}")
+            stack.extend((p, depth + 1) for p in payload if isinstance(p, Message))
 
 
 def _read_message(text: str) -> Message:
@@ -559,18 +683,16 @@ def _decode_part(part: Message) -> str:
 
 
 def _text_parts(msg: Message) -> tuple[str | None, str | None]:
-    """(first HTML part, first text/plain part), skipping attachments; bounded and iterative."""
+    """(first HTML part, first text/plain part), skipping attachments; iterative (the tree is within the limits:
+    ``_check_entities``)."""
     html: str | None = None
     plain: str | None = None
-    stack: list[tuple[Message, int]] = [(msg, 0)]
-    seen = 0
-    while stack and seen < MAX_PARTS and (html is None or plain is None):
-        part, depth = stack.pop()
-        seen += 1
+    stack: list[Message] = [msg]
+    while stack and (html is None or plain is None):
+        part = stack.pop()
         payload = part.get_payload()
         if isinstance(payload, list):
-            if depth < MAX_DEPTH:
-                stack.extend((p, depth + 1) for p in reversed(payload) if isinstance(p, Message))
+            stack.extend(p for p in reversed(payload) if isinstance(p, Message))
             continue
         if _is_attachment(part):
             continue
@@ -638,11 +760,13 @@ def _fill_contacts(
 
 
 def parse(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list[RawLead]:
-    """One RawLead from a raw e-mail; ParseError('payload_too_large' | 'invalid_email') otherwise."""
+    """One RawLead from a raw e-mail; ParseError('payload_too_large' | 'invalid_email' | a limit's) otherwise."""
     if not isinstance(text, str):
         raise ParseError("invalid_email", "the payload is not text")
     text = _checked_text(text)
+    _check_mime_shape(text, config.limits)
     msg = _read_message(text)
+    _check_entities(msg, config.limits)
     froms = _addresses(msg, ("From",))
     body = _body(msg)
     has_header_block = any(True for _ in msg.raw_items())

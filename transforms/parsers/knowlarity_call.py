@@ -57,7 +57,7 @@ def _start_time(value: Any) -> datetime | None:
 
 def parse(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list[RawLead]:
     """One call-log record -> one RawLead (phone only)."""
-    payload = load_json_object(text)
+    payload = load_json_object(text, config.limits)
     phone = _first(payload, ("customer_number", "caller_id"))
     if phone is None:
         raise ParseError("missing_contact", "customer_number (or caller_id): required")

@@ -53,6 +53,7 @@ _MESSAGE_WORDS = ("message", "comment", "question")
 # Lead-object metadata copied into ``extra`` (written after the answers, so it wins on a clash).
 _META_EXTRAS = ("adset_id", "platform", "is_organic", "ad_name", "adset_name", "campaign_name", "form_name")
 _OFFSET_NO_COLON = re.compile(r"([+-]\d{2})(\d{2})$")
+_SPACES = re.compile(r"\s+")
 
 
 
@@ -102,7 +103,7 @@ def _answers(field_data: Any) -> list[tuple[str, str]]:
 
 def parse(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list[RawLead]:
     """One Graph API lead object -> one RawLead."""
-    payload = load_json_object(text)
+    payload = load_json_object(text, config.limits)
     if "entry" in payload and "field_data" not in payload:
         raise ParseError(
             "unsupported_meta_webhook",
@@ -116,7 +117,7 @@ def parse(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list
     extra: dict[str, str] = {}
     messages: list[str] = []
     for name, answer in _answers(payload["field_data"]):
-        key = re.sub(r"\s+", "_", name.lower())
+        key = _SPACES.sub("_", name.lower())
         target = FIELD_MAP.get(key)
         if target is not None:
             fields.setdefault(target, answer)

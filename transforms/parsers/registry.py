@@ -24,7 +24,17 @@ from transforms.parsers import (
     meta_lead_ads,
     twilio,
 )
-from transforms.parsers.base import ParseConfig, ParseError, Parser, RawLead, clean, load_json_object
+from transforms.parsers.base import (
+    DEFAULT_LIMITS,
+    LIMIT_ERRORS,
+    ParseConfig,
+    ParseError,
+    ParseLimits,
+    Parser,
+    RawLead,
+    clean,
+    load_json_object,
+)
 
 INBOUND_EMAIL = inbound_email.PROVIDER
 # Only this much of a payload is looked at to recognise e-mail headers or a CSV header row.
@@ -48,12 +58,27 @@ _EMAIL_HEADER = re.compile(r"([!-9;-~]+):")  # RFC 5322 field name: printable AS
 _EMAIL_SIGNS = frozenset({"subject", "received", "mime-version"})
 
 
-def _detect_json(text: str) -> str | None:
+# What sniffing a payload's shape reports as such rather than as an unidentified payload: a limit's breach, and JSON
+# that carries a provider's markers but is refused by the strict decoder (the same error as with the attribute).
+_BREACHES = frozenset(LIMIT_ERRORS.values()) | {"json_non_finite_number", "json_number_too_long", "json_duplicate_key"}
+
+
+class _Breach(Exception):
+    """A payload refused while its shape is being sniffed (carries the ParseError): see ``_BREACHES``."""
+
+    def __init__(self, error: ParseError):
+        super().__init__(error.message)
+        self.error = error
+
+
+def _detect_json(text: str, limits: ParseLimits) -> str | None:
     if not any(marker in text for marker in _JSON_MARKERS):
         return None
     try:
-        obj = load_json_object(text)
-    except ParseError:
+        obj = load_json_object(text, limits)
+    except ParseError as e:
+        if e.error_type in _BREACHES:
+            raise _Breach(e) from None
         return None
     if "id" in obj and "field_data" in obj:
         return meta_lead_ads.PROVIDER
@@ -68,14 +93,16 @@ def _detect_json(text: str) -> str | None:
     return None
 
 
-def _detect_form(text: str) -> str | None:
+def _detect_form(text: str, limits: ParseLimits) -> str | None:
     body = text.strip()
     if "\n" in body or not any(marker in body for marker in _FORM_MARKERS):
         return None
+    if len(body) > limits.max_form_chars:
+        raise _Breach(twilio.too_large(limits.max_form_chars))
     try:
-        keys = urllib.parse.parse_qs(body, keep_blank_values=True, max_num_fields=twilio.MAX_FIELDS).keys()
+        keys = urllib.parse.parse_qs(body, keep_blank_values=True, max_num_fields=limits.max_form_fields).keys()
     except ValueError:
-        return None
+        raise _Breach(twilio.too_many_fields(limits.max_form_fields)) from None
     if "MessageSid" in keys or "SmsSid" in keys:
         return twilio.SMS_PROVIDER
     if "CallSid" in keys:
@@ -120,23 +147,31 @@ def _looks_like_csv(text: str) -> bool:
     return next(lines, None) is not None
 
 
-def detect_provider(text: str) -> str | None:
-    """The provider a payload's shape belongs to, or None when it is not recognisable."""
+def _detect(text: str, limits: ParseLimits) -> str | None:
+    """``detect_provider``, raising _Breach when the sniffed JSON or form body breaches a limit."""
     if not isinstance(text, str):
         return None
     start = text.lstrip("\ufeff \t\r\n")[:1]
     if start == "{":
-        return _detect_json(text)
+        return _detect_json(text, limits)
     if start in ("", "["):
         return None
     if _looks_like_email(text):
         return INBOUND_EMAIL
-    form = _detect_form(text)
+    form = _detect_form(text, limits)
     if form is not None:
         return form
     if _looks_like_csv(text):
         return csv_upload.PROVIDER
     return None
+
+
+def detect_provider(text: str, limits: ParseLimits = DEFAULT_LIMITS) -> str | None:
+    """The provider a payload's shape belongs to, or None when it is not recognisable (or breaches a limit)."""
+    try:
+        return _detect(text, limits)
+    except _Breach:
+        return None
 
 
 def parse_payload(text: str, attributes: Mapping[str, str], config: ParseConfig) -> tuple[str, list[RawLead]]:
@@ -148,7 +183,10 @@ def parse_payload(text: str, attributes: Mapping[str, str], config: ParseConfig)
                              + ", ".join(sorted(PARSERS)))
         provider = named
     else:
-        detected = detect_provider(text)
+        try:
+            detected = _detect(text, config.limits)
+        except _Breach as e:  # refused as such, with or without a provider attribute
+            raise e.error from None
         if detected is None:
             raise ParseError(
                 "unidentified_payload", "no provider attribute and the payload matches no known format"

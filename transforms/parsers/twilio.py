@@ -12,11 +12,12 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Mapping
 
-from transforms.parsers.base import ParseConfig, ParseError, RawLead, clean
+from transforms.parsers.base import DEFAULT_LIMITS, ParseConfig, ParseError, RawLead, clean, limit_exceeded
 
 SMS_PROVIDER = "twilio_sms"
 VOICE_PROVIDER = "twilio_voice"
-MAX_FIELDS = 1000
+MAX_FIELDS = DEFAULT_LIMITS.max_form_fields
+MAX_CHARS = DEFAULT_LIMITS.max_form_chars
 
 _LOCATION = {"country": "FromCountry", "state": "FromState", "city": "FromCity", "postal_code": "FromZip"}
 _COMMON_EXTRAS = {"to": "To", "account_sid": "AccountSid", "direction": "Direction"}
@@ -29,17 +30,29 @@ _SMS_EXTRAS = {
 _VOICE_EXTRAS = {**_COMMON_EXTRAS, "call_status": "CallStatus", "caller_name": "CallerName"}
 
 
-def parse_form(text: str) -> dict[str, str]:
-    """A form-encoded body as {field: first value}; anything else is ParseError('invalid_form')."""
+def too_many_fields(max_fields: int) -> ParseError:
+    return limit_exceeded("max_form_fields", f"form body has more than {max_fields} fields")
+
+
+def too_large(max_chars: int) -> ParseError:
+    return limit_exceeded("max_form_chars", f"form body is longer than {max_chars} characters")
+
+
+def parse_form(text: str, max_fields: int = MAX_FIELDS, max_chars: int = MAX_CHARS) -> dict[str, str]:
+    """A form-encoded body as {field: first value}; anything else is ParseError('invalid_form'), more than
+    ``max_fields`` fields ParseError('form_too_many_fields'), more than ``max_chars`` characters
+    ParseError('form_too_large') (percent-decoding is Python code: a long body of escapes is slow)."""
     body = text.strip()
     if not body or body[0] in "{[<" or "=" not in body or "\n" in body:
         raise ParseError("invalid_form", "expected an application/x-www-form-urlencoded body")
+    if len(body) > max_chars:
+        raise too_large(max_chars)
     try:
         parsed = urllib.parse.parse_qs(
-            body, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FIELDS
+            body, keep_blank_values=True, strict_parsing=False, max_num_fields=max_fields
         )
-    except ValueError:
-        raise ParseError("invalid_form", f"form body has more than {MAX_FIELDS} fields") from None
+    except ValueError:  # parse_qs's only ValueError without strict_parsing: more than max_num_fields
+        raise too_many_fields(max_fields) from None
     if not parsed:
         raise ParseError("invalid_form", "form body has no fields")
     return {key: values[0] for key, values in parsed.items()}
@@ -64,7 +77,7 @@ def _lead(provider: str, form: Mapping[str, str], external_id: str, extras: Mapp
 
 def parse_sms(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list[RawLead]:
     """An inbound-SMS webhook -> one RawLead with the SMS body as message."""
-    form = parse_form(text)
+    form = parse_form(text, config.limits.max_form_fields, config.limits.max_form_chars)
     external_id = _required(form, ("MessageSid", "SmsSid"), "missing_field")
     lead = _lead(SMS_PROVIDER, form, external_id, _SMS_EXTRAS)
     lead.message = clean(form.get("Body"))
@@ -73,6 +86,6 @@ def parse_sms(text: str, attributes: Mapping[str, str], config: ParseConfig) -> 
 
 def parse_voice(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list[RawLead]:
     """An inbound-call webhook -> one RawLead (phone and location only)."""
-    form = parse_form(text)
+    form = parse_form(text, config.limits.max_form_fields, config.limits.max_form_chars)
     external_id = _required(form, ("CallSid",), "missing_field")
     return [_lead(VOICE_PROVIDER, form, external_id, _VOICE_EXTRAS)]
