@@ -48,3 +48,12 @@ def test_restore_gives_sqlglot_back():
     speedups.apply()
     speedups.restore()
     assert sqlglot.parse_one is speedups._ORIGINAL_PARSE_ONE
+
+
+def test_a_transpile_is_remembered_as_text(remembered):
+    sql = "SELECT SAFE_DIVIDE(a, b) AS r FROM `p.d.t` WHERE DATE(ts) = CURRENT_DATE()"
+    expected = speedups._ORIGINAL_TRANSPILE(sql, read="bigquery", write="duckdb", pretty=False)
+    first = sqlglot.transpile(sql, read="bigquery", write="duckdb", pretty=False)
+    first.append("changed by a caller")
+    assert sqlglot.transpile(sql, read="bigquery", write="duckdb", pretty=False) == expected
+    assert speedups._transpiled.cache_info().hits == 1
