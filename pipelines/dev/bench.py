@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     # 3. hostile e-mail bodies beside ordinary ones
     from pipelines.dev import parse_bench
 
-    print("== parsing: hostile e-mail bodies ==", flush=True)
+    print("== parsing: every parser's hostile shapes ==", flush=True)
     parsing = parse_bench.measure(repeat=1 if args.quick else 3)
 
     # 4. streaming on the local stack
