@@ -29,11 +29,10 @@ the graph, and the wave, not the CPU, set the pace (figures: docs/performance.md
 DirectRunner"). :func:`speed_up_direct_runner` lets each read take up to ``PULL_MAX_MESSAGES`` (100) messages that
 are already waiting, and asks the server not to hold an empty read (``return_immediately``): the runner executes
 every step on one thread (``NUM_WORKERS = 1``), so an empty read of the agent-event subscription held for 0.5 s by
-the emulator delayed every wave of leads by as much. An idle pipeline pauses 50 ms a read instead of spinning.
-The DirectRunner acknowledges what
-it pulled before processing it (its own comment: it does not retry work items), so a crash of the local pipeline can
-lose up to one read, as before but with bigger reads. Dataflow reads Pub/Sub natively and acknowledges after the
-data is checkpointed.
+the emulator delayed every wave of leads by as much. An idle pipeline pauses 50 ms a read instead of spinning. The
+DirectRunner acknowledges what it pulled before processing it (its own comment: it does not retry work items), so
+a crash of the local pipeline can lose up to one read, as before but with bigger reads. Dataflow reads Pub/Sub
+natively and acknowledges after the data is checkpointed.
 
 Only ``infra.local.speedups.apply()`` calls this, from the local entry points; the job itself never imports it.
 """
