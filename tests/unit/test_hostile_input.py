@@ -120,14 +120,21 @@ def _unreadable(line: str) -> bool:
 
 
 @pytest.mark.slow
-def test_hostile_lines_mixed_into_the_sample_never_end_the_run(tmp_path):
+def test_hostile_lines_and_the_whole_corpus_mixed_into_the_sample_never_end_the_run(tmp_path):
     from pipelines import lead_pipeline
     from pipelines.ops.summary import summarize
     from pipelines.synthetic.samples import sample_path
+    from tests.unit.test_hostile_corpus import CASES, CORPUS
 
+    corpus = {}  # every case of the hostile corpus as a message of its own
+    for name, provider, expected in CASES:
+        with open(CORPUS / name, encoding="utf-8", newline="") as f:
+            attributes = {"provider": provider} if provider else {}
+            corpus[f"h-corpus-{name}"] = (_line(f.read(), f"h-corpus-{name}", **attributes), expected)
+    hostile = HOSTILE_LINES + [line for line, _ in corpus.values()]
     lines = sample_path().read_text().splitlines()
-    step = max(1, len(lines) // len(HOSTILE_LINES))
-    for i, line in enumerate(HOSTILE_LINES):
+    step = max(1, len(lines) // len(hostile))
+    for i, line in enumerate(hostile):
         lines.insert(i * step, line)
     src, out = tmp_path / "mixed.jsonl", tmp_path / "out"
     src.write_text("\n".join(lines) + "\n")
@@ -143,6 +150,14 @@ def test_hostile_lines_mixed_into_the_sample_never_end_the_run(tmp_path):
     rows = [d for d in dead if d["message_id"].startswith("h-upload#")]
     assert rows and all(d["payload_bytes"] < 200 for d in rows)
     assert all(d["error_type"] != "internal_error" for d in dead)
+    events = [json.loads(x) for x in (out / "lead_events.jsonl").read_text().splitlines()]
+    evented = {e["message_id"].split("#")[0] for e in events}
+    dead_by_message = {d["message_id"].split("#")[0]: d for d in dead}
+    for message_id, (_, expected) in corpus.items():
+        if expected == "lead":  # parsed as a lead; the normalizer may still refuse it (a lead without a contact)
+            assert message_id in evented or dead_by_message[message_id]["stage"] == "normalize", message_id
+        else:
+            assert dead_by_message[message_id]["error_type"] == expected, message_id
 
 
 def test_unknown_keys_and_providers_are_never_echoed_unless_they_look_like_field_names():

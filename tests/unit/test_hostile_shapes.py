@@ -76,5 +76,8 @@ def test_the_parse_bench_runs_over_every_parser_and_shape():
     result = parse_bench.measure(sizes_kb=(2, 4), repeat=1)  # tiny sizes: this checks the bench runs, not times
     assert sorted(result) == sorted(f"{p} {s}" for p, s in CASES)
     assert all(case["sizes"][4]["ms"] >= 0 and "growth" in case for case in result.values())
+    assert all(case["sizes"][kb]["vs_email"] >= 0 for case in result.values() for kb in (2, 4))
+    only_meta = parse_bench.measure(sizes_kb=(2,), repeat=1, parsers=["meta_lead_ads"])  # measures the e-mail too
+    assert all(case["sizes"][2]["vs_email"] >= 0 for case in only_meta.values())
     table = parse_bench.format_table(result)
     assert len(table.splitlines()) == len(CASES) + 1
