@@ -3,7 +3,8 @@
 Every request carries a client's API key (401 without a valid one), counts against the client's rate limit (429
 with ``Retry-After``), may carry an ``Idempotency-Key`` (a repeat gets the first response), and is answered 202 with
 the Pub/Sub message id once published. A lead whose ``external_id`` this client already sent gets 409 with the
-first message id (remembered in memory, like idempotency keys).
+first message id (remembered in memory, like idempotency keys). ``GET /v1/leads/status/{message_id}`` answers what
+the pipeline made of a message this client sent (``gateway.status``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastapi.responses import JSONResponse
 from gateway import leads, uploads
 from gateway.clients import presented_key
 from gateway.config import ApiClient
-from gateway.door import Door, refused, unavailable
+from gateway.door import Door, log, refused, unavailable
 from gateway.idempotency import MAX_KEY_LENGTH, KeyReused, StoredResponse
 from gateway.publishing import PublishFailed, new_request_id, rfc3339_utc
 from transforms.parsers import api, csv_upload
@@ -202,3 +203,48 @@ async def post_upload(request: Request):
                                      content_type=kind)
 
     return await _guarded(request, "api_uploads", handle)
+
+
+_STATUS = {"type": "object", "properties": {
+    "request_id": {"type": "string"}, "message_id": {"type": "string"},
+    "status": {"type": "string", "enum": ["pending", "processed"]},
+    "outcome": {"type": "string"}, "lead_id": {"type": "string"}, "stage": {"type": "string"},
+    "error_type": {"type": "string"}, "units": {"type": "array", "items": {"type": "object"}},
+    "truncated": {"type": "boolean"}}}
+
+
+@router.get("/leads/status/{message_id}", summary="What the pipeline made of a message this client sent",
+            openapi_extra={"security": _SECURITY},
+            responses={"200": {"description": "pending, or processed: the outcome (new with the lead id, a "
+                                              "duplicate with the existing lead id) or the dead letter's reason",
+                               "content": {"application/json": {"schema": _STATUS}}},
+                       "401": _COMMON_RESPONSES["401"], "429": _COMMON_RESPONSES["429"],
+                       "404": {"description": "no message of this id was sent by this client through this gateway",
+                               "content": {"application/json": {"schema": _ERRORS}}},
+                       "501": {"description": "status lookups are not configured (LEADFLOW_STATUS_DATASET)",
+                               "content": {"application/json": {"schema": _ERRORS}}},
+                       "503": {"description": "BigQuery did not answer; retry",
+                               "content": {"application/json": {"schema": _ERRORS}}}})
+async def lead_status(request: Request, message_id: str):
+    door, request_id = _door(request), new_request_id()
+    client = door.clients.authenticate(presented_key(request.headers))
+    if client is None:
+        door.count("api_status", "rejected_key", request_id)
+        return refused(401, "invalid_api_key", request_id, {"WWW-Authenticate": 'Bearer realm="leadflow"'})
+    wait = door.rate_limits.hit(client)
+    if wait is not None:
+        door.count("api_status", "rate_limited", request_id)
+        return refused(429, "rate_limited", request_id, {"Retry-After": str(wait)})
+    if door.sent_by(message_id) != client.client_id:  # never another client's outcome
+        door.count("api_status", "unknown_message", request_id)
+        return refused(404, "unknown_message_id", request_id)
+    if door.status is None:
+        return refused(501, "status_not_configured", request_id)
+    try:
+        answer = await asyncio.to_thread(door.status.lookup, message_id)
+    except Exception as e:  # BigQuery's errors: the client retries later
+        door.count("api_status", "lookup_failed", request_id)
+        log.warning("gateway api_status lookup failed request=%s: %s", request_id, type(e).__name__)
+        return refused(503, "status_unavailable", request_id, {"Retry-After": "5"})
+    door.count("api_status", "accepted", request_id)
+    return JSONResponse({"request_id": request_id, **answer})

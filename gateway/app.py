@@ -20,6 +20,7 @@ from gateway.config import GatewayConfig
 from gateway.door import Door
 from gateway.meta_graph import GraphClient
 from gateway.publishing import Publisher, PubSubPublisher
+from gateway.status import BigQueryLeadStatus, LeadStatusReader
 
 TITLE = "Leadflow ingestion gateway"
 VERSION = "1.0.0"
@@ -41,7 +42,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def create_app(config: GatewayConfig, *, publisher: Publisher | None = None,
-               graph: GraphClient | None = None) -> FastAPI:
+               graph: GraphClient | None = None, status: LeadStatusReader | None = None) -> FastAPI:
     door = Door(
         config=config,
         publisher=publisher if publisher is not None else PubSubPublisher(config.publish_timeout),
@@ -49,6 +50,8 @@ def create_app(config: GatewayConfig, *, publisher: Publisher | None = None,
             config.meta_graph_url, config.meta_page_access_token, attempts=config.meta_fetch_attempts,
             backoff=config.meta_fetch_backoff),
         clients=ClientRegistry(config.api_clients),
+        status=status if status is not None else (
+            BigQueryLeadStatus(config.status_dataset) if config.status_dataset else None),
     )
 
     @asynccontextmanager

@@ -57,6 +57,9 @@ ENV: dict[str, tuple[str, str]] = {
     "LEADFLOW_GATEWAY_PUBLISH_TIMEOUT": ("publish_timeout",
                                          f"seconds a publish may take before 503 (default {DEFAULT_PUBLISH_TIMEOUT})"),
     "LEADFLOW_GATEWAY_RATE_LIMIT": ("default_rate_limit", f"API clients' default limit (default {DEFAULT_RATE_LIMIT})"),
+    "LEADFLOW_STATUS_DATASET": ("status_dataset",
+                                "PROJECT:DATASET of the pipeline's tables for GET /v1/leads/status (default: not "
+                                "served, 501)"),
 }
 _NUMBERS = {"max_body_bytes": int, "max_upload_bytes": int, "publish_timeout": float}
 
@@ -98,6 +101,7 @@ class GatewayConfig:
     knowlarity_api_key: str | None = None
     knowlarity_sr_key: str | None = None
     email_webhook_secret: str | None = None
+    status_dataset: str | None = None
     api_clients: tuple[ApiClient, ...] = ()
     default_rate_limit: str = DEFAULT_RATE_LIMIT
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES

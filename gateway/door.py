@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -20,9 +20,11 @@ from gateway.config import GatewayConfig
 from gateway.idempotency import ExternalIds, IdempotencyStore
 from gateway.meta_graph import GraphClient
 from gateway.publishing import Publisher, PublishFailed
+from gateway.status import LeadStatusReader
 
 log = logging.getLogger("leadflow.gateway")
 RETRY_AFTER_SECONDS = 5  # after a 503: Pub/Sub outages are usually short, providers back off on their own too
+PUBLISHED_REMEMBERED = 500_000  # API message ids whose sender this instance remembers (for status lookups)
 
 
 @dataclass
@@ -35,10 +37,16 @@ class Door:
     idempotency: IdempotencyStore | None = None
     counters: Counter = field(default_factory=Counter)
     external_ids: ExternalIds = field(default_factory=ExternalIds)
+    status: LeadStatusReader | None = None
+    published_by: OrderedDict = field(default_factory=OrderedDict)  # message id -> client id, the newest kept
 
     def __post_init__(self):
         if self.idempotency is None:
             self.idempotency = IdempotencyStore(self.config.idempotency_ttl, self.config.idempotency_max_keys)
+
+    def sent_by(self, message_id: str) -> str | None:
+        """The API client that published ``message_id`` through this instance (None: another, or forgotten)."""
+        return self.published_by.get(message_id)
 
     def count(self, endpoint: str, outcome: str, request_id: str | None = None, n: int = 1) -> None:
         """Count an outcome and log it: refusals and failures at INFO, the everyday ``accepted`` at DEBUG (at a
@@ -59,6 +67,10 @@ class Door:
             log.warning("gateway %s publish failed request=%s: %s", endpoint, request_id, e)
             raise
         self.counters[f"{endpoint}.published"] += 1
+        if client_id is not None:
+            self.published_by[message_id] = client_id
+            while len(self.published_by) > PUBLISHED_REMEMBERED:
+                self.published_by.popitem(last=False)
         return message_id
 
     def metrics_text(self) -> str:
