@@ -95,6 +95,18 @@ async def _guarded(request: Request, endpoint: str, handle) -> Response:
         door.idempotency.finish(client.client_id, key, _stored(response))
 
 
+async def _lead_of(door: Door, message_id: str | None) -> str | None:
+    """The lead a message became, when status lookups are configured and the pipeline has decided it."""
+    if door.status is None or not message_id:
+        return None
+    try:
+        answer = await asyncio.to_thread(door.status.lookup, message_id)
+    except Exception as e:  # the 409 stands without it
+        log.warning("gateway api_leads lead lookup failed: %s", type(e).__name__)
+        return None
+    return answer.get("lead_id")
+
+
 async def _publish_leads(door: Door, client: ApiClient, body: bytes, request_id: str) -> Response:
     received_at = rfc3339_utc()
     checked, errors = leads.check_body(body)
@@ -113,8 +125,12 @@ async def _publish_leads(door: Door, client: ApiClient, body: bytes, request_id:
             results.append({"index": i, "error": "duplicate_external_id", "first_message_id": first})
     if not checked.batch and not todo:
         door.count("api_leads", "duplicate", request_id)
-        return JSONResponse({"error": "duplicate_external_id", "request_id": request_id,
-                             "first_message_id": results[0]["first_message_id"]}, status_code=409)
+        answer = {"error": "duplicate_external_id", "request_id": request_id,
+                  "first_message_id": results[0]["first_message_id"]}
+        lead_id = await _lead_of(door, results[0]["first_message_id"])
+        if lead_id:  # once the pipeline has decided the first message
+            answer["lead_id"] = lead_id
+        return JSONResponse(answer, status_code=409)
     bodies = [body] if not checked.batch else [leads.message_body(lead) for _, lead in todo]
     published = await asyncio.gather(
         *(door.publish("api_leads", api.PROVIDER, b, request_id, received_at, client.client_id) for b in bodies),
@@ -151,7 +167,8 @@ async def _publish_leads(door: Door, client: ApiClient, body: bytes, request_id:
                                      "type": "object", "properties": {"index": {"type": "integer"},
                                                                       "field": {"type": "string"},
                                                                       "message": {"type": "string"}}}}}}}}},
-                     "409": {"description": "this client already sent this external_id (first message id)",
+                     "409": {"description": "this client already sent this external_id (first message id, and the "
+                                            "lead id once the pipeline decided it)",
                              "content": {"application/json": {"schema": _ERRORS}}},
                      **_COMMON_RESPONSES}})
 async def post_leads(request: Request):

@@ -2,7 +2,8 @@
 
 Leads posted through the gateway, the published messages run through the lead pipeline (bounded) into the BigQuery
 emulator: before the run a message is pending; after it, new with its lead id, a repeat of the same person with
-that lead id, a blocked contact with its dead letter's reason. Another client's message is unknown to a client."""
+that lead id, a blocked contact with its dead letter's reason. Another client's message is unknown to a client; a
+repeated external_id gets 409 with the first message id and now its lead id."""
 
 from __future__ import annotations
 
@@ -78,3 +79,6 @@ def test_a_client_reads_what_the_pipeline_made_of_its_leads(make_config, bus, te
         r = c.get(f"/v1/leads/status/{other}", headers=mine)  # never another client's outcome
         assert (r.status_code, r.json()["error"]) == (404, "unknown_message_id")
         assert c.get(f"/v1/leads/status/{other}", headers=theirs).json()["outcome"] == "new"
+        repeat = c.post("/v1/leads", json={"external_id": "S-1", "email": "status.person@example.com"}, headers=mine)
+        assert repeat.status_code == 409
+        assert repeat.json()["first_message_id"] == sent[0] and repeat.json()["lead_id"] == first["lead_id"]
