@@ -25,6 +25,11 @@ DEFAULT_RATE_LIMIT = "10000/hour"
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # a provider webhook or an API batch of 500 leads fits well within 1 MiB
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 DEFAULT_PUBLISH_TIMEOUT = 10.0
+# The variables that carry secrets: on Cloud Run each comes from Secret Manager (infra/deploy/terraform/gateway.tf)
+SECRET_ENV = ("LEADFLOW_META_APP_SECRET", "LEADFLOW_META_VERIFY_TOKEN", "LEADFLOW_META_PAGE_ACCESS_TOKEN",
+              "LEADFLOW_GOOGLE_ADS_KEY", "LEADFLOW_TWILIO_AUTH_TOKEN", "LEADFLOW_TWILIO_SHARED_KEY",
+              "LEADFLOW_KNOWLARITY_SECRET", "LEADFLOW_KNOWLARITY_API_KEY", "LEADFLOW_KNOWLARITY_SR_KEY",
+              "LEADFLOW_EMAIL_WEBHOOK_SECRET")
 
 # env var -> (setting, what it is). The one list of the gateway's environment.
 ENV: dict[str, tuple[str, str]] = {

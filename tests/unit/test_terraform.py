@@ -348,7 +348,48 @@ def test_every_reference_resolves():
     data = set(re.findall(r'^data "(\w+)" "(\w+)"', text, re.M))
     assert set(re.findall(r"(?<![.\w])(google_\w+)\.(\w+)", code)) <= resources
     assert set(re.findall(r"\bdata\.(google_\w+)\.(\w+)", code)) <= data
-    m = re.search(r"^locals \{\n(.*?)^\}", text, re.M | re.S)
-    assert m
-    locals_defined = set(re.findall(r"^  (\w+)\s+=", m.group(1), re.M))
+    blocks = [m.group(1) for m in re.finditer(r"^locals \{\n(.*?)^\}", text, re.M | re.S)]
+    assert blocks
+    locals_defined = {name for block in blocks for name in re.findall(r"^  (\w+)\s+=", block, re.M)}
     assert set(re.findall(r"\blocal\.(\w+)", code)) <= locals_defined
+
+
+# --- the ingestion gateway on Cloud Run ------------------------------------------------------------------------------
+
+
+def test_gateway_service_account_may_only_publish_to_its_two_topics_and_read_its_secrets(tf):
+    member = "serviceAccount:${google_service_account.gateway.email}"
+    got = sorted((rtype, role) for rtype, m, role in _grants(tf) if m == member)
+    assert got == sorted([
+        ("google_project_iam_member", "roles/logging.logWriter"),
+        ("google_project_iam_member", "roles/monitoring.metricWriter"),
+        ("google_pubsub_topic_iam_member", "roles/pubsub.publisher"),
+        ("google_secret_manager_secret_iam_member", "roles/secretmanager.secretAccessor"),
+    ])
+    publisher = tf["resource"][("google_pubsub_topic_iam_member", "gateway_publisher")]
+    assert publisher["for_each"] == "${toset(local.gateway_topics)}"
+    assert tf["locals"]["gateway_topics"] == ["input", "dead_letters"]
+    accessor = tf["resource"][("google_secret_manager_secret_iam_member", "gateway")]
+    assert accessor["for_each"] == "${google_secret_manager_secret.gateway}"  # its own secrets, each one
+
+
+def test_cloud_run_gateway_takes_every_secret_from_secret_manager(tf):
+    from gateway.config import ENV, SECRET_ENV
+
+    assert set(SECRET_ENV) <= set(ENV)
+    assert sorted(tf["locals"]["gateway_secrets"]) == sorted(SECRET_ENV)
+    svc = tf["resource"][("google_cloud_run_v2_service", "gateway")]
+    template = _block(svc, "template")
+    assert template["service_account"] == "${google_service_account.gateway.email}"
+    container = _block(template, "containers")
+    assert container["image"] == "${var.gateway_image}"
+    plain = {e["name"]: e.get("value") for e in container["env"]}
+    assert not set(plain) & set(SECRET_ENV), "a secret as a plain value"
+    assert set(plain) <= set(ENV)
+    assert plain["LEADFLOW_INPUT_TOPIC"] == '${google_pubsub_topic.topic["input"].id}'
+    (dynamic,) = [d["env"] for d in container["dynamic"] if "env" in d]
+    assert dynamic["for_each"] == "${local.gateway_secrets}"
+    ref = _block(_block(_block(dynamic, "content"), "value_source"), "secret_key_ref")
+    assert ref["secret"] == "${google_secret_manager_secret.gateway[env.value].secret_id}"
+    assert _block(_block(container, "startup_probe"), "http_get")["path"] == "/healthz"
+    assert not [k for k in tf["resource"] if k[0] == "google_secret_manager_secret_version"]

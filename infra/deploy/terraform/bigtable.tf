@@ -22,9 +22,9 @@ resource "google_bigtable_table" "identity" {
 }
 
 resource "google_bigtable_gc_policy" "identity_newest" {
-  instance_name = google_bigtable_instance.identity.name
-  table         = google_bigtable_table.identity.name
-  column_family = "s"
+  instance_name   = google_bigtable_instance.identity.name
+  table           = google_bigtable_table.identity.name
+  column_family   = "s"
   deletion_policy = "ABANDON"
 
   max_version {

@@ -52,3 +52,12 @@ output "pipeline_parameters" {
     "identity_store=bigtable:${google_bigtable_table.identity.id}",
   ])
 }
+
+output "gateway_url" {
+  description = "The ingestion gateway's URL (set var.gateway_public_url to it, or to a custom domain in front of it)."
+  value       = google_cloud_run_v2_service.gateway.uri
+}
+
+output "gateway_service_account" {
+  value = google_service_account.gateway.email
+}

@@ -101,3 +101,26 @@ variable "labels" {
   type        = map(string)
   default     = { app = "leadflow" }
 }
+
+variable "gateway_image" {
+  description = "The gateway's container image (infra/deploy/gateway/Dockerfile), e.g. REGION-docker.pkg.dev/P/leadflow/gateway:TAG."
+  type        = string
+}
+
+variable "gateway_public_url" {
+  description = "The gateway's public base URL as providers call it (Twilio signs it): the service URL or a custom domain. Empty until the first apply prints gateway_url."
+  type        = string
+  default     = ""
+}
+
+variable "gateway_min_instances" {
+  description = "Gateway instances kept warm (a provider's first webhook must not wait for a cold start)."
+  type        = number
+  default     = 1
+}
+
+variable "gateway_max_instances" {
+  description = "Most gateway instances (rate limits and idempotency keys are per instance: docs/gateway.md)."
+  type        = number
+  default     = 4
+}
