@@ -61,3 +61,25 @@ def test_seeding_refuses_a_memory_store_and_a_bad_spec(tmp_path):
     for spec in ("memory", "redis:x"):
         with pytest.raises(SystemExit):
             identity_seed.main(["--from_dir", str(tmp_path), "--identity_store", spec])
+
+
+@pytest.mark.e2e
+def test_seeding_from_bigquery_writes_what_seeding_from_the_files_writes(tmp_path, bigquery_emulator, capsys):
+    import sqlite3
+
+    from schemas import bigquery as bq
+    from tests.helpers.bigquery import PROJECT, insert, new_dataset
+
+    out = tmp_path / "out"
+    lead_pipeline.run([f"--input_file={sample_path()}", f"--output_dir={out}", "--scorer=none"])
+    client = bq.client_for(PROJECT, bigquery_emulator)
+    dataset, _ = new_dataset(client)
+    insert(client, dataset, "lead_events", _rows(out / "lead_events.jsonl"))
+    stores = {}
+    for name, source in (("files", ["--from_dir", str(out)]), ("bigquery", ["--bq_dataset", f"{PROJECT}:{dataset}"])):
+        path = tmp_path / f"{name}.sqlite"
+        assert identity_seed.main([*source, "--identity_store", f"sqlite:{path}"]) == 0
+        with sqlite3.connect(path) as db:
+            stores[name] = {k: json.loads(v) for k, v in db.execute("SELECT k, v FROM identity")}
+    assert stores["files"] and stores["bigquery"] == stores["files"]
+    assert "persons" in capsys.readouterr().out
