@@ -6,8 +6,9 @@ creates the topics, subscriptions, dataset and tables the pipeline uses, and pri
 environment to export. It is idempotent: services already running are reused; a state file whose
 processes died (a crashed run) is reported and cleaned; emulator processes of ours that no state
 file knows about are reported (``down`` stops them). ``down`` stops everything it started.
-``up --gateway`` also starts the ingestion gateway (HTTP on 8080, SMTP on 2525) once the topics exist, with
-secrets generated for the stack home (``gateway.local``); ``status`` shows it.
+``leadflow local up`` also starts the ingestion gateway (HTTP on 8080, SMTP on 2525; ``--no_gateway`` leaves it out)
+once the topics exist, with secrets generated for the stack home (``gateway.local``); ``status`` shows it. A
+``StackConfig`` made in code (tests, the demo, the benches) starts it only with ``gateway=True``.
 
 State lives in ``$LEADFLOW_HOME`` (default ``.local/`` in the current directory): ``stack.json``
 and one log file per service.
@@ -47,7 +48,7 @@ class StackConfig:
     bigquery_grpc_port: int = 9060
     scorer_port: int = 3000
     scorer: bool = True
-    gateway: bool = False  # the ingestion gateway (opt-in: --gateway), with its SMTP receiver
+    gateway: bool = False  # the ingestion gateway with its SMTP receiver (the command line's default: on)
     gateway_port: int = 8080
     smtp_port: int = 2525
     project: str = PROJECT
@@ -366,8 +367,8 @@ def start_gateway(cfg: StackConfig, services: dict[str, Service], out=print) -> 
     for port, flag in ((cfg.gateway_port, "gateway_port"), (cfg.smtp_port, "smtp_port")):
         if port_open(cfg.host, port):
             raise StackError(f"port {port} is in use by another program ({listener(port)}); stop it or "
-                             f"choose another port (leadflow local up --gateway --{flag} N)")
-    config_path, _ = local_settings(cfg.home, cfg.project, cfg.gateway_url)
+                             f"choose another port (leadflow local up --{flag} N), or leave it out (--no_gateway)")
+    config_path, _ = local_settings(cfg.home, cfg.project, cfg.gateway_url, f"{cfg.project}:{cfg.dataset}")
     started = time.monotonic()
     svc, proc = _start(cfg, "gateway", ["--host", cfg.host, "--port", str(cfg.gateway_port), "--smtp-host",
                                         cfg.host, "--smtp-port", str(cfg.smtp_port)],
@@ -516,7 +517,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--bigquery_grpc_port", type=int, default=9060)
     ap.add_argument("--scorer_port", type=int, default=3000)
     ap.add_argument("--no_scorer", action="store_true", help="do not start the BentoML scorer")
-    ap.add_argument("--gateway", action="store_true", help="start the ingestion gateway and its SMTP receiver too")
+    ap.add_argument("--no_gateway", dest="gateway", action="store_false",
+                    help="do not start the ingestion gateway and its SMTP receiver (started by default)")
+    ap.add_argument("--gateway", action="store_true", default=True, help=argparse.SUPPRESS)  # the default
     ap.add_argument("--gateway_port", type=int, default=8080)
     ap.add_argument("--smtp_port", type=int, default=2525)
     ap.add_argument("--project", default=PROJECT)
