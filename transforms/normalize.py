@@ -130,10 +130,20 @@ def normalize_phone(value: str | None, region: str) -> tuple[str | None, str]:
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
-        return None, "invalid"
-    if not phonenumbers.is_valid_number(number):
-        return None, "invalid"
+        number = None
+    if number is None or not phonenumbers.is_valid_number(number):
+        number = number_in_text(text, region)
+        if number is None:
+            return None, "invalid"
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), "valid"
+
+
+def number_in_text(text: str, region: str) -> phonenumbers.PhoneNumber | None:
+    """The first valid number written among other words ("415.555.0101 (mobile)", "Mobile: +44 7911 123456",
+    "415-555-0101 / 415-555-0102"), found by phonenumbers' own matcher; the field is at most 64 characters."""
+    for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID, max_tries=8):
+        return match.number
+    return None
 
 
 def normalize_email(value: str | None) -> tuple[str | None, str]:

@@ -43,6 +43,26 @@ def test_phone_to_e164(raw, region, expected):
     assert status == ("valid" if expected else "invalid")
 
 
+@pytest.mark.parametrize(
+    ("raw", "region", "expected"),
+    [  # how people type a number into a form or an export
+        ("(mobile) +1 415 555 0123", "US", "+14155550123"),
+        ("415.555.0123 (mobile)", "US", "+14155550123"),
+        ("cell: 415-555-0123", "US", "+14155550123"),
+        ("Mobile: +44 7911 123456", "US", "+447911123456"),
+        ("+1 212 555 0101 ext. 12", "US", "+12125550101"),
+        ("+1 (415) 555-0123 x12", "US", "+14155550123"),
+        ("415-555-0123 / 415-555-0124", "US", "+14155550123"),  # the first of two
+        ("call me at 415 555 0123 after 5pm", "US", "+14155550123"),
+        ("+91 98765 43210 (whatsapp)", "US", "+919876543210"),
+        ("tel:+14155550123", "US", "+14155550123"),
+        ("(mobile) 07700 900123", "GB", None),  # still no valid number in it
+    ],
+)
+def test_a_number_with_words_around_it_keeps_its_number(raw, region, expected):
+    assert normalize_phone(raw, region) == ((expected, "valid") if expected else (None, "invalid"))
+
+
 @pytest.mark.parametrize("raw", ["123", "not a phone", "+1 000 000 0000", "555-0123", "+999 1234567"])
 def test_invalid_phones_are_never_identity(raw):
     assert normalize_phone(raw, "US") == (None, "invalid")
