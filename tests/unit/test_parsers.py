@@ -550,6 +550,28 @@ def test_csv_header_aliases():
     assert (lead.first_name, lead.last_name, lead.email, lead.external_id) == ("Jane", "Doe", EMAIL, None)
 
 
+def test_csv_the_exports_people_upload():
+    # a Meta lead ads export (Ads Manager / Leads Center "Download": the lead's field names, with Meta's "p:" before
+    # the phone number) and a HubSpot contacts export (its property labels)
+    meta = ("id,created_time,ad_id,ad_name,adset_id,adset_name,campaign_id,campaign_name,form_id,form_name,"
+            "is_organic,platform,full_name,phone_number,email\n"
+            f"l:1066791171,2026-11-20T14:03:22+0000,ag:120,Ad 1,as:121,Set 1,c:122,Fall,f:123,Form 1,false,fb,"
+            f"{NAME},p:+14155550123,{EMAIL}\n")
+    [lead] = csv_upload.parse(meta, {}, CONFIG)
+    assert (lead.external_id, lead.full_name, lead.phone, lead.email) == ("l:1066791171", NAME, "p:+14155550123",
+                                                                          EMAIL)
+    assert (lead.campaign_id, lead.form_id, lead.ad_id) == ("c:122", "f:123", "ag:120")
+    assert lead.event_time == datetime(2026, 11, 20, 14, 3, 22, tzinfo=UTC)
+    assert {"ad_name", "form_name", "platform"} <= set(lead.extra)
+    hubspot = ("Record ID,First Name,Last Name,Email,Mobile Phone Number,City,State/Region,Country/Region,"
+               "Create Date\n"
+               f"51,Jane,Doe,{EMAIL},{PHONE},Austin,TX,United States,2026-11-20 14:03\n")
+    [lead] = csv_upload.parse(hubspot, {}, CONFIG)
+    assert (lead.external_id, lead.first_name, lead.email, lead.phone) == ("51", "Jane", EMAIL, PHONE)
+    assert (lead.city, lead.state, lead.country) == ("Austin", "TX", "United States")
+    assert lead.event_time is not None and not lead.extra
+
+
 def test_csv_ragged_rows_and_naive_times():
     text = f"phone,email,created\n{PHONE},{EMAIL},2026-11-20 14:03:22,extra-cell\n{PHONE}\n"
     long_row, short_row = csv_upload.parse(text, {}, ParseConfig(REGISTRY, naive_timezone="America/New_York"))

@@ -1,7 +1,7 @@
 """Parser for spreadsheet uploads (provider ``csv_upload``): one lead per data row.
 
 The first non-blank row is the header. Header names are matched ignoring case, spaces,
-underscores, hyphens and dots against the aliases in ``ALIASES`` (``E-mail Address`` ->
+underscores, hyphens, dots and slashes against the aliases in ``ALIASES`` (``E-mail Address`` ->
 ``email``); unrecognised columns go to ``extra`` under their header text. The header must name
 a phone or an e-mail column.
 
@@ -46,20 +46,27 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "mobilephone",
         "phoneno",
         "contactnumber",
+        "mobilephonenumber",  # HubSpot's "Mobile phone number"
+        "whatsappnumber",
     ),
-    "email": ("email", "emailaddress", "mail"),
-    "country": ("country", "countrycode"),
+    "email": ("email", "emailaddress", "mail", "emailid"),
+    "country": ("country", "countrycode", "countryregion"),  # HubSpot's "Country/Region"
     "postal_code": ("zip", "zipcode", "postalcode", "postcode", "pincode"),
     "city": ("city", "town"),
-    "state": ("state", "region", "province"),
+    "state": ("state", "region", "province", "stateregion"),  # HubSpot's "State/Region"
     "message": ("message", "messages", "notes", "note", "comments", "comment", "inquiry", "enquiry"),
     "property_address": ("address", "propertyaddress", "streetaddress"),
-    "external_id": ("id", "leadid", "externalid"),
-    "created": ("created", "createdat", "date", "createddate", "createdtime", "timestamp", "submittedat"),
+    "external_id": ("id", "leadid", "externalid", "recordid"),  # Meta's export "id", HubSpot's "Record ID"
+    "created": ("created", "createdat", "date", "createddate", "createdtime", "timestamp", "submittedat",
+                "createdate", "createdon"),  # Meta's "created_time", HubSpot's "Create Date"
+    # a Meta Leads export names the ad, ad set, campaign and form of each lead
+    "campaign_id": ("campaignid",),
+    "form_id": ("formid",),
+    "ad_id": ("adid",),
 }
 HEADER_TO_FIELD: dict[str, str] = {alias: name for name, aliases in ALIASES.items() for alias in aliases}
 CONTACT_HEADERS = frozenset(ALIASES["phone"] + ALIASES["email"])
-_IGNORED = re.compile(r"[\s_.\-]+")
+_IGNORED = re.compile(r"[\s_.\-/]+")
 
 
 def canonical_header(name: str) -> str:
