@@ -61,17 +61,26 @@ def _replay(stored: StoredResponse) -> Response:
     return response
 
 
-async def _guarded(request: Request, endpoint: str, handle) -> Response:
-    """Authentication, rate limit and idempotency around ``handle(door, client, body, request_id)``."""
+def _admitted(request: Request, endpoint: str) -> tuple[Door, str, ApiClient | None, Response | None]:
+    """(door, request id, the client, None), or the 401 / 429 answer in place of the client."""
     door, request_id = _door(request), new_request_id()
     client = door.clients.authenticate(presented_key(request.headers))
     if client is None:
         door.count(endpoint, "rejected_key", request_id)
-        return refused(401, "invalid_api_key", request_id, {"WWW-Authenticate": 'Bearer realm="leadflow"'})
+        return door, request_id, None, refused(401, "invalid_api_key", request_id,
+                                               {"WWW-Authenticate": 'Bearer realm="leadflow"'})
     wait = door.rate_limits.hit(client)
     if wait is not None:
         door.count(endpoint, "rate_limited", request_id)
-        return refused(429, "rate_limited", request_id, {"Retry-After": str(wait)})
+        return door, request_id, None, refused(429, "rate_limited", request_id, {"Retry-After": str(wait)})
+    return door, request_id, client, None
+
+
+async def _guarded(request: Request, endpoint: str, handle) -> Response:
+    """Authentication, rate limit and idempotency around ``handle(door, client, body, request_id)``."""
+    door, request_id, client, refusal = _admitted(request, endpoint)
+    if refusal is not None:
+        return refusal
     body = await request.body()
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
@@ -243,15 +252,9 @@ _STATUS = {"type": "object", "properties": {
                        "503": {"description": "BigQuery did not answer; retry",
                                "content": {"application/json": {"schema": _ERRORS}}}})
 async def lead_status(request: Request, message_id: str):
-    door, request_id = _door(request), new_request_id()
-    client = door.clients.authenticate(presented_key(request.headers))
-    if client is None:
-        door.count("api_status", "rejected_key", request_id)
-        return refused(401, "invalid_api_key", request_id, {"WWW-Authenticate": 'Bearer realm="leadflow"'})
-    wait = door.rate_limits.hit(client)
-    if wait is not None:
-        door.count("api_status", "rate_limited", request_id)
-        return refused(429, "rate_limited", request_id, {"Retry-After": str(wait)})
+    door, request_id, client, refusal = _admitted(request, "api_status")
+    if refusal is not None:
+        return refusal
     if door.sent_by(message_id) != client.client_id:  # never another client's outcome
         door.count("api_status", "unknown_message", request_id)
         return refused(404, "unknown_message_id", request_id)
