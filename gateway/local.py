@@ -26,9 +26,11 @@ def _write_private(path: Path, obj: dict) -> None:
         out.write(json.dumps(obj, indent=2) + "\n")
 
 
-def local_settings(home: Path, project: str, public_url: str, status_dataset: str | None = None) -> tuple[Path, dict]:
+def local_settings(home: Path, project: str, public_url: str, status_dataset: str | None = None,
+                   meta_graph_url: str | None = None) -> tuple[Path, dict]:
     """(the config file path, the client's secrets); secrets kept from an earlier run of the same home.
-    ``status_dataset`` (``project:dataset`` of the local BigQuery) serves ``GET /v1/leads/status``."""
+    ``status_dataset`` (``project:dataset`` of the local BigQuery) serves ``GET /v1/leads/status``;
+    ``meta_graph_url`` is where Meta leads are read (the local stack's Graph API stand-in)."""
     client_path = home / "gateway-client.json"
     client = json.loads(client_path.read_text()) if client_path.exists() else {}
     for name in (*_SECRETS, "api_key"):
@@ -39,6 +41,8 @@ def local_settings(home: Path, project: str, public_url: str, status_dataset: st
                   api_clients=[{"client_id": LOCAL_CLIENT_ID, "key_sha256": key_hash(client["api_key"])}])
     if status_dataset:
         config["status_dataset"] = status_dataset
+    if meta_graph_url:
+        config["meta_graph_url"] = meta_graph_url
     _write_private(client_path, client)
     config_path = home / "gateway.json"
     _write_private(config_path, config)

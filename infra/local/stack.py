@@ -31,7 +31,7 @@ from schemas.resources import DATASET, LOCAL_PROJECT, SUBSCRIPTIONS, TOPICS, Res
 
 PROJECT = LOCAL_PROJECT
 SERVICE_MODULES = {"pubsub": "infra.local.pubsub_emulator", "bigquery": "infra.local.bigquery_emulator",
-                   "scorer": "bentoml", "gateway": "gateway"}
+                   "scorer": "bentoml", "meta_graph": "infra.local.graph_stand_in", "gateway": "gateway"}
 SCORER_SERVICE = "scoring.service:LeadScorer"
 SCORER_TRAINING_ROWS = 5000  # generated history for the local model when the store has none
 
@@ -51,6 +51,7 @@ class StackConfig:
     gateway: bool = False  # the ingestion gateway with its SMTP receiver (the command line's default: on)
     gateway_port: int = 8080
     smtp_port: int = 2525
+    meta_graph_port: int = 8090  # the Graph API stand-in the local gateway reads Meta leads from (with the gateway)
     project: str = PROJECT
     dataset: str = DATASET
     home: Path = field(default_factory=lambda: Path(os.environ.get("LEADFLOW_HOME", ".local")))
@@ -70,6 +71,17 @@ class StackConfig:
     @property
     def gateway_url(self) -> str:
         return f"http://{self.host}:{self.gateway_port}"
+
+    @property
+    def meta_graph_url(self) -> str:
+        from infra.local.graph_stand_in import GRAPH_VERSION
+
+        return f"http://{self.host}:{self.meta_graph_port}/{GRAPH_VERSION}"
+
+    @property
+    def meta_graph_dir(self) -> Path:
+        """The lead objects the local Graph API stand-in serves, one ``<lead id>.json`` each."""
+        return self.home / "meta-graph"
 
     @property
     def identity_store(self) -> Path:
@@ -346,7 +358,7 @@ def _start(cfg: StackConfig, name: str, args: list[str],
         proc = subprocess.Popen([sys.executable, "-m", SERVICE_MODULES[name], *args], stdout=out, env=env,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     port = {"pubsub": cfg.pubsub_port, "bigquery": cfg.bigquery_port, "scorer": cfg.scorer_port,
-            "gateway": cfg.gateway_port}[name]
+            "meta_graph": cfg.meta_graph_port, "gateway": cfg.gateway_port}[name]
     return Service(name, proc.pid, port, str(log), time.time()), proc
 
 
@@ -358,33 +370,51 @@ def gateway_ready(cfg: StackConfig) -> bool:
 
 
 def start_gateway(cfg: StackConfig, services: dict[str, Service], out=print) -> None:
-    """The gateway after the topics exist (it publishes to them), with secrets generated for this stack home."""
+    """The gateway after the topics exist (it publishes to them), with secrets generated for this stack home, and
+    beside it the Graph API stand-in it reads Meta leads from (the real Graph API needs a Meta app)."""
     from gateway.local import local_settings
 
     if "gateway" in services:
         out(f"gateway: already running (pid {services['gateway'].pid}) on {cfg.gateway_url}")
         return
-    for port, flag in ((cfg.gateway_port, "gateway_port"), (cfg.smtp_port, "smtp_port")):
-        if port_open(cfg.host, port):
+    for port, flag in ((cfg.gateway_port, "gateway_port"), (cfg.smtp_port, "smtp_port"),
+                       (cfg.meta_graph_port, "meta_graph_port")):
+        if port_open(cfg.host, port) and not (flag == "meta_graph_port" and "meta_graph" in services):
             raise StackError(f"port {port} is in use by another program ({listener(port)}); stop it or "
                              f"choose another port (leadflow local up --{flag} N), or leave it out (--no_gateway)")
-    config_path, _ = local_settings(cfg.home, cfg.project, cfg.gateway_url, f"{cfg.project}:{cfg.dataset}")
+    config_path, _ = local_settings(cfg.home, cfg.project, cfg.gateway_url, f"{cfg.project}:{cfg.dataset}",
+                                    meta_graph_url=cfg.meta_graph_url)
+    if "meta_graph" not in services:
+        cfg.meta_graph_dir.mkdir(parents=True, exist_ok=True)
+        svc, proc = _start(cfg, "meta_graph", ["--host", cfg.host, "--port", str(cfg.meta_graph_port), "--directory",
+                                               str(cfg.meta_graph_dir.resolve()), "--token_file",
+                                               str((cfg.home / "gateway-client.json").resolve())])
+        services["meta_graph"] = svc
+        save_state(cfg, services)
+        _wait_started(cfg, services, "meta_graph", proc, lambda: port_open(cfg.host, cfg.meta_graph_port))
+        out(f"meta_graph: Graph API stand-in started (pid {svc.pid}) on {cfg.meta_graph_url}, serving the lead "
+            f"objects in {cfg.meta_graph_dir}")
     started = time.monotonic()
     svc, proc = _start(cfg, "gateway", ["--host", cfg.host, "--port", str(cfg.gateway_port), "--smtp-host",
                                         cfg.host, "--smtp-port", str(cfg.smtp_port)],
                        {**cfg.env(), "LEADFLOW_GATEWAY_CONFIG": str(config_path.resolve())})
     services["gateway"] = svc
     save_state(cfg, services)
-    try:
-        wait_for(lambda: gateway_ready(cfg), "gateway", proc, Path(svc.log), timeout=60)
-    except StackError:
-        stop_pid(svc.pid)
-        del services["gateway"]
-        save_state(cfg, services)
-        raise
+    _wait_started(cfg, services, "gateway", proc, lambda: gateway_ready(cfg))
     out(f"gateway: started (pid {svc.pid}) on {cfg.gateway_url}, SMTP {cfg.host}:{cfg.smtp_port} in "
         f"{time.monotonic() - started:.1f} s; secrets for senders in {cfg.home / 'gateway-client.json'}; "
         f"log {svc.log}")
+
+
+def _wait_started(cfg: StackConfig, services: dict[str, Service], name: str, proc, ready) -> None:
+    """Wait for a service to answer; one that does not is stopped and forgotten, never left half-started."""
+    try:
+        wait_for(ready, name, proc, Path(services[name].log), timeout=60)
+    except StackError:
+        stop_pid(services[name].pid)
+        del services[name]
+        save_state(cfg, services)
+        raise
 
 
 def up(cfg: StackConfig, out=print) -> dict[str, Service]:
@@ -476,7 +506,8 @@ def status(cfg: StackConfig, out=print) -> bool:
     healthy = bool(services)
     for name in SERVICE_MODULES:
         svc = services.get(name)
-        if svc is None and ((name == "scorer" and not cfg.scorer) or (name == "gateway" and not cfg.gateway)):
+        optional_off = (name == "scorer" and not cfg.scorer) or (name in ("gateway", "meta_graph") and not cfg.gateway)
+        if svc is None and optional_off:
             continue
         if svc is None:
             out(f"{name}: not started")
@@ -522,13 +553,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--gateway", action="store_true", default=True, help=argparse.SUPPRESS)  # the default
     ap.add_argument("--gateway_port", type=int, default=8080)
     ap.add_argument("--smtp_port", type=int, default=2525)
+    ap.add_argument("--meta_graph_port", type=int, default=8090, help="the Graph API stand-in (with the gateway)")
     ap.add_argument("--project", default=PROJECT)
     ap.add_argument("--dataset", default=DATASET)
     args = ap.parse_args(argv)
     cfg = StackConfig(host=args.host, pubsub_port=args.pubsub_port, bigquery_port=args.bigquery_port,
                       bigquery_grpc_port=args.bigquery_grpc_port, scorer_port=args.scorer_port,
                       scorer=not args.no_scorer, project=args.project, dataset=args.dataset, gateway=args.gateway,
-                      gateway_port=args.gateway_port, smtp_port=args.smtp_port)
+                      gateway_port=args.gateway_port, smtp_port=args.smtp_port,
+                      meta_graph_port=args.meta_graph_port)
     try:
         if args.command == "up":
             up(cfg)

@@ -1,26 +1,24 @@
 """Fixtures for the gateway tests: a real Pub/Sub emulator (the project's own, in this process), topics per test,
-a Graph API stand-in (a real HTTP server serving the documented shapes), secrets generated per test, the app.
+the local stack's Graph API stand-in (a real HTTP server serving the documented shapes), secrets generated per
+test, the app.
 
 Nothing secret is in the repository: every app secret, token and API key is generated here, per test.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
-import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from infra.local.graph_stand_in import GraphStandIn, serve
+
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "gateway"
-GRAPH_VERSION = "v21.0"
 
 
 def fixture_bytes(name: str) -> bytes:
@@ -89,71 +87,11 @@ def bus(pubsub_address) -> Iterator[Bus]:
     publisher.stop()
 
 
-@dataclass
-class GraphStandIn:
-    """A tiny Graph API: ``GET /v21.0/{lead_id}`` with the page token (``access_token`` parameter or
-    ``Authorization: Bearer``, both accepted by Graph) answers the documented lead object or error."""
-
-    token: str
-    leads: dict[str, bytes] = field(default_factory=dict)
-    failures: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)  # served first, one per request
-    requests: list[str] = field(default_factory=list)
-    forms: dict[str, list[list[dict]]] = field(default_factory=dict)  # form id -> pages of lead objects (bulk read)
-    filters: list[str] = field(default_factory=list)  # the ``filtering`` parameter of each first bulk-read page
-    url: str = ""
-
-
 @pytest.fixture
 def graph() -> Iterator[GraphStandIn]:
+    """The Graph API stand-in (infra.local.graph_stand_in) on a free port, leads served from memory."""
     stand_in = GraphStandIn(token=secrets.token_urlsafe(24))
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):  # keep test output clean
-            pass
-
-        def _send(self, status: int, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self):
-            parsed = urllib.parse.urlsplit(self.path)
-            query = urllib.parse.parse_qs(parsed.query)
-            lead_id = parsed.path.rsplit("/", 1)[-1]
-            stand_in.requests.append(lead_id)
-            bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
-            if stand_in.token not in (bearer, *query.get("access_token", [])):  # the documented invalid-token error
-                return self._send(400, json.dumps({"error": {
-                    "message": "Invalid OAuth access token - Cannot parse access token", "type": "OAuthException",
-                    "code": 190, "fbtrace_id": "AbCdEfGhIjM"}}).encode())
-            if lead_id == "leads":  # bulk read, GET /{form_id}/leads: {"data": [...], "paging": {"cursors", "next"}}
-                return self._bulk_read(parsed.path.rsplit("/", 2)[-2], query)
-            queued = stand_in.failures.get(lead_id)
-            if queued:
-                return self._send(*queued.pop(0))
-            if lead_id in stand_in.leads:
-                return self._send(200, stand_in.leads[lead_id])
-            return self._send(400, fixture_bytes("meta_graph_error_unknown_id.json"))
-
-        def _bulk_read(self, form_id: str, query: dict) -> None:
-            if "after" not in query:
-                stand_in.filters.extend(query.get("filtering", []))
-            queued = stand_in.failures.get(f"{form_id}/leads")
-            if queued:
-                return self._send(*queued.pop(0))
-            pages = stand_in.forms.get(form_id, [[]])
-            index = int(query.get("after", ["0"])[0])
-            body: dict = {"data": pages[index], "paging": {"cursors": {"before": str(index), "after": str(index + 1)}}}
-            if index + 1 < len(pages):
-                body["paging"]["next"] = f"{stand_in.url}/{form_id}/leads?limit=2&after={index + 1}"
-            return self._send(200, json.dumps(body).encode())
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    stand_in.url = f"http://127.0.0.1:{server.server_address[1]}/{GRAPH_VERSION}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = serve(stand_in)
     yield stand_in
     server.shutdown()
     server.server_close()
