@@ -8,6 +8,8 @@ keeps the message and retries. Auto-replies and bounces are accepted (250) and r
 
 from __future__ import annotations
 
+import logging
+
 from aiosmtpd.controller import Controller
 
 from gateway.door import Door
@@ -15,6 +17,8 @@ from gateway.publishing import PublishFailed, new_request_id, rfc3339_utc
 from gateway.webhooks import publish_email
 
 DEFAULT_PORT = 2525
+# aiosmtpd logs every command at INFO, envelope addresses included: e-mail addresses are personal data
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 class PublishingHandler:

@@ -4,9 +4,12 @@ every logger captured at DEBUG."""
 from __future__ import annotations
 
 import logging
+import smtplib
 
 import pytest
 
+from gateway.smtp import start_smtp
+from infra.local.processes import free_port
 from tests.gateway.conftest import fixture_bytes
 from tests.gateway.test_webhooks import google_body, meta_sign, twilio_post
 
@@ -40,7 +43,13 @@ def test_logs_hold_no_pii_or_secrets(client, bus, graph, test_secrets, caplog):
                 headers=key)  # 400
     client.post("/v1/uploads", files={"file": ("u.csv", fixture_bytes("upload.csv"), "text/csv")}, headers=key)
     client.post("/v1/leads", json={"external_id": "N-2"}, headers={"X-API-Key": "test.person@example.com"})
-    assert len(bus.pull("input", 7)) == 7
+    smtp = start_smtp(client.app.state.door, port=free_port())  # aiosmtpd logs commands, envelope addresses too
+    try:
+        with smtplib.SMTP(smtp.hostname, smtp.port, timeout=10) as s:
+            s.sendmail("test.person@example.com", ["test.person@example.com"], fixture_bytes("email_lead.eml"))
+    finally:
+        smtp.stop()
+    assert len(bus.pull("input", 8)) == 8
     # the test's own HTTP client logs the URLs it calls (with the ?secret= it was given): not the gateway's logs
     text = "\n".join(f"{r.name} {r.getMessage()} {r.args}" for r in caplog.records
                      if "http://testserver" not in r.getMessage())
