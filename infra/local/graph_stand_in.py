@@ -87,12 +87,12 @@ class GraphStandIn:
         if form_id in self.forms:
             return self.forms[form_id]
         leads = [lead for lead in self._all_leads() if str(lead.get("form_id")) == form_id
-                 and (since is None or _unix(lead.get("created_time")) > since)]
-        leads.sort(key=lambda lead: _unix(lead.get("created_time")), reverse=True)  # Graph: newest first
+                 and (since is None or unix_time(lead.get("created_time")) > since)]
+        leads.sort(key=lambda lead: unix_time(lead.get("created_time")), reverse=True)  # Graph: newest first
         return [leads[i:i + limit] for i in range(0, len(leads), limit)] or [[]]
 
 
-def _unix(created_time: object) -> int:
+def unix_time(created_time: object) -> int:
     """Graph's ``created_time`` (``2026-11-16T09:33:04+0000``) as Unix seconds; 0 when unreadable."""
     try:
         return int(datetime.strptime(str(created_time), "%Y-%m-%dT%H:%M:%S%z").timestamp())

@@ -2,11 +2,15 @@
 
 1. starts the local stack (Pub/Sub emulator, BigQuery emulator, BentoML scorer with a model trained
    on generated history when there is none; topics, subscriptions, tables),
-2. publishes the bundled sample (every provider, returning people, redeliveries, bad inputs) with
-   the official Pub/Sub publisher client,
+2. sends the bundled sample (every provider, returning people, redeliveries, bad inputs) through the front
+   door, as each provider sends it: signed Meta webhooks (the leads read from the stack's Graph API stand-in),
+   Google Ads and Twilio webhooks, Knowlarity calls, e-mails over SMTP, an XLSX and CSV uploads, API posts
+   (``pipelines.dev.front_door``); what no provider would send goes to the input topic directly. ``--direct``
+   instead publishes every message to the input topic with the official Pub/Sub publisher client,
 3. runs the streaming pipeline on the DirectRunner until every message is accounted for (one lead
    event or one dead letter per unit, counted in BigQuery),
-4. prints per-table counts, a few rows and the deliveries received, then stops what it started.
+4. prints per-table counts, a few rows and the deliveries received, and the gateway's counts beside the
+   pipeline's, then stops what it started.
 
 ``--bounded`` instead runs the pipeline over the sample file into ``out/demo/*.jsonl`` (no stack).
 """
@@ -153,11 +157,56 @@ def pull_all(subscription: str, max_wait: float = 5.0) -> list:
     return received
 
 
-def run_streaming(input_file: Path, timeout: float) -> int:
+def send_through_front_door(cfg, messages: list[tuple[bytes, dict[str, str]]]) -> tuple[int, list]:
+    """Every message through the door its provider uses: (units the pipeline will account for, the sends)."""
+    from pipelines.dev.front_door import FrontDoor
+
+    door = FrontDoor.for_stack(cfg)
+    try:
+        sent = [door.send(data, attrs) for data, attrs in messages]
+    finally:
+        door.close()
+    return sum(s.units for s in sent), sent
+
+
+def print_doors(sent: list, gateway_counts: dict[str, int], pipeline_rows: dict[str, int]) -> None:
+    """Per door: requests, the answers, messages published, units; beside the pipeline's rows of its providers."""
+    from collections import Counter
+
+    from pipelines.dev.front_door import PROVIDERS_OF, TOPIC
+
+    by_door: dict[str, list] = {}
+    for s in sent:
+        by_door.setdefault(s.door, []).append(s)
+    print(f"      {'door':<14}{'requests':>9}  {'answers':<30}{'published':>10}{'units':>7}{'pipeline rows':>15}")
+    for door, sends in sorted(by_door.items()):
+        answers = ", ".join(f"{a}x{n}" for a, n in sorted(Counter(s.answer for s in sends).items()))
+        if door == TOPIC:  # whatever provider these name, it is none of the doors'
+            named = {p for providers in PROVIDERS_OF.values() for p in providers}
+            rows = sum(n for p, n in pipeline_rows.items() if p not in named)
+        else:
+            rows = sum(pipeline_rows.get(p, 0) for p in PROVIDERS_OF[door])
+        print(f"      {door:<14}{len(sends):>9}  {answers:<30}{sum(s.published for s in sends):>10}"
+              f"{sum(s.units for s in sends):>7}{rows:>15}")
+    counted = {k: v for k, v in sorted(gateway_counts.items()) if not k.endswith(".accepted")}
+    print("      the gateway's own counters (/metrics): " + ", ".join(f"{k} {v}" for k, v in counted.items()))
+
+
+def rows_per_provider(client, dataset: str) -> dict[str, int]:
+    """lead_events + dead_letters per provider (a dead letter without one counts under '')."""
+    rows: dict[str, int] = {}
+    for table in ("lead_events", "dead_letters"):
+        for row in client.query(f"SELECT IFNULL(provider, '') AS p, COUNT(*) AS n FROM `{dataset}.{table}` "
+                                "GROUP BY 1").result():
+            rows[row["p"]] = rows.get(row["p"], 0) + row["n"]
+    return rows
+
+
+def run_streaming(input_file: Path, timeout: float, direct: bool = False) -> int:
     from infra.local import stack as local_stack
     from schemas.bigquery import client_for
 
-    cfg = local_stack.StackConfig()
+    cfg = local_stack.StackConfig(gateway=not direct)
     manifest = load_manifest(input_file)
     messages = sample_messages(input_file)
     expected_units = manifest["units"] if manifest else len(messages)
@@ -168,17 +217,26 @@ def run_streaming(input_file: Path, timeout: float) -> int:
     os.environ.update(cfg.env())
     log_path = cfg.home / "demo-pipeline.log"
     pipeline = None
+    sent: list = []
     try:
         print(f"[2/5] starting the streaming pipeline (DirectRunner), log {log_path}", flush=True)
         args = [*cfg.pipeline_args(), *DEMO_ARGS]
         with log_path.open("wb") as log:
             pipeline = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", *args], stdout=log,
                                         stderr=subprocess.STDOUT, env={**os.environ, **cfg.env()})
-        print(f"[3/5] publishing {len(messages)} sample messages to {cfg.topic('input')} "
-              "with the official publisher client ...", flush=True)
-        ids = publish(messages, cfg.topic("input"))
-        print(f"      published {len(ids)} messages; waiting for {expected_units} units "
-              "(a CSV upload is one unit per row) ...", flush=True)
+        if direct:
+            print(f"[3/5] publishing {len(messages)} sample messages to {cfg.topic('input')} "
+                  "with the official publisher client ...", flush=True)
+            ids = publish(messages, cfg.topic("input"))
+            print(f"      published {len(ids)} messages; waiting for {expected_units} units "
+                  "(a CSV upload is one unit per row) ...", flush=True)
+        else:
+            print(f"[3/5] sending {len(messages)} sample messages through the gateway at {cfg.gateway_url} "
+                  "as each provider sends them ...", flush=True)
+            started = time.monotonic()
+            expected_units, sent = send_through_front_door(cfg, messages)
+            print(f"      sent in {time.monotonic() - started:.1f} s; {sum(s.published for s in sent)} messages "
+                  f"published; waiting for {expected_units} units (an upload is one unit per row) ...", flush=True)
         client = client_for(cfg.project, cfg.bigquery_host)
         dataset = f"{cfg.project}.{cfg.dataset}"
         started = time.monotonic()
@@ -225,6 +283,15 @@ def run_streaming(input_file: Path, timeout: float) -> int:
               f"({len({m.message.attributes['lead_id'] for m in deliveries})} leads; attributes territory, team, "
               f"agent, priority); manual review: {len(review)}; dead letters on the dead-letter topic: "
               f"{len(dead_topic)}")
+        if sent:
+            from pipelines.dev.front_door import FrontDoor
+
+            print("      the front door (gateway) beside the pipeline:")
+            door = FrontDoor.for_stack(cfg)
+            try:
+                print_doors(sent, door.gateway_counts(), rows_per_provider(client, dataset))
+            finally:
+                door.close()
         ok = counts["lead_events"] + counts["dead_letters"] == expected_units
         if manifest:
             ok = ok and counts["leads"] == manifest["persons"]
@@ -249,13 +316,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="bounded: agent events (default: the sample's simulated agents with the sample input)")
     ap.add_argument("--output_dir", default="out/demo")
     ap.add_argument("--timeout", type=float, default=600, help="seconds to wait for every unit (streaming)")
+    ap.add_argument("--direct", action="store_true",
+                    help="publish the sample to the input topic instead of sending it through the gateway")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.bounded:
         events = args.agent_events_file or (str(agent_events_path()) if args.input_file == str(sample_path())
                                             else None)
         return run_bounded(Path(args.input_file), Path(args.output_dir), Path(events) if events else None)
-    return run_streaming(Path(args.input_file), args.timeout)
+    return run_streaming(Path(args.input_file), args.timeout, direct=args.direct)
 
 
 if __name__ == "__main__":
