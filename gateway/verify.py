@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 META_SIGNATURE_PREFIX = "sha256="
 MAX_FORM_FIELDS = 1000  # the pipeline's Twilio parser reads no more either
+BODY_HASH_PARAM = "bodySHA256"  # Twilio's URL parameter for a JSON body's hash
 
 
 def _same(given: str | bytes | None, expected: str | bytes | None) -> bool:
@@ -72,17 +73,20 @@ def form_params(body: bytes) -> FormParams:
     return FormParams(urllib.parse.parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS))
 
 
-def twilio_signature_valid(url: str, params: FormParams, header: str | None, auth_token: str | None,
+def twilio_signature_valid(url: str, params: FormParams | str, header: str | None, auth_token: str | None,
                            settings: str | None = None, shared_key: str | None = None) -> bool:
     """``X-Twilio-Signature`` over the public URL and the POST parameters, by the official ``twilio`` validator:
     HMAC-SHA1 keyed by the auth token, of the URL followed by every parameter name and value sorted by name; or,
     when Twilio sends ``X-Twilio-Webhooks-Signature-Settings`` (a webhook rule with a shared key), the same string
-    keyed by that shared key with the algorithm the header names (HMAC-SHA256)."""
+    keyed by that shared key with the algorithm the header names (HMAC-SHA256). ``params`` is the raw body text for a
+    JSON body, whose SHA-256 the URL's ``bodySHA256`` must carry (the URL alone is signed then)."""
     from twilio.request_validator import RequestValidator, get_signature_algorithm
 
     secret = shared_key if settings else auth_token
     if not header or not secret:
         return False
+    if isinstance(params, str) and BODY_HASH_PARAM not in urllib.parse.parse_qs(urllib.parse.urlsplit(url).query):
+        return False  # a text body is proven only by its hash in the signed URL
     return bool(RequestValidator(secret).validate(url, params, header, get_signature_algorithm(settings)))
 
 

@@ -28,7 +28,9 @@ SECRET_HEADER = "x-leadflow-secret"  # Knowlarity and e-mail: the shared secret 
 META_FETCH_FAILED = "meta_fetch_failed"
 META_CONCURRENT_READS = 8  # a delivery may batch many leads: read a few at a time, not all at once (rate limits)
 _RAW_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {}}}}}
-_FORM_BODY = {"requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {}}}}}
+# Twilio posts forms; its JSON-body webhooks are signed through the URL's bodySHA256
+_FORM_BODY = {"requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {}},
+                                                            "application/json": {"schema": {}}}}}
 
 
 def _door(request: Request) -> Door:
@@ -136,9 +138,15 @@ async def google_ads_webhook(request: Request):
 # --- Twilio -------------------------------------------------------------------------------------------------------
 
 def _twilio_verified(request: Request, door: Door, body: bytes) -> verify.FormParams | None:
-    params = verify.form_params(body)
+    """The POST parameters of a request Twilio signed, else None. A JSON body is signed through the URL: Twilio
+    adds ``bodySHA256`` (hex SHA-256 of the body) to it and signs the URL alone; the validator checks both."""
     url = door.config.public(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
-    if verify.twilio_signature_valid(url, params, request.headers.get("x-twilio-signature"),
+    if verify.BODY_HASH_PARAM in request.query_params:
+        signed: verify.FormParams | str = body.decode("utf-8", "replace")
+        params = verify.FormParams([])
+    else:
+        signed = params = verify.form_params(body)
+    if verify.twilio_signature_valid(url, signed, request.headers.get("x-twilio-signature"),
                                      door.config.twilio_auth_token,
                                      request.headers.get("x-twilio-webhooks-signature-settings"),
                                      door.config.twilio_shared_key):

@@ -182,6 +182,37 @@ def test_twilio_bad_signature_publishes_nothing(client, bus, test_secrets):
     assert bus.pull("input", 0, timeout=0.5) == []
 
 
+def test_twilio_json_body_signed_through_its_hash(client, bus, test_secrets):
+    """Twilio's JSON-body webhooks: the URL carries ``bodySHA256`` (hex SHA-256 of the raw body) and the signature is
+    base64 HMAC-SHA1 of the URL alone, keyed by the auth token (computed here from the documented algorithm)."""
+    import base64
+
+    body = b'{"MessageSid":"SM0123456789abcdef0123456789abcdef","From":"+14155550123","Body":"Call me"}'
+
+    def signed(path: str, payload: bytes, token: str = test_secrets.twilio_auth_token) -> tuple[str, str]:
+        url = f"{path}?bodySHA256={hashlib.sha256(payload).hexdigest()}"
+        mac = hmac.new(token.encode(), ("http://testserver" + url).encode(), hashlib.sha1).digest()
+        return url, base64.b64encode(mac).decode()
+
+    url, sig = signed("/webhooks/twilio/sms", body)
+    json_type = {"Content-Type": "application/json"}
+    r = client.post(url, content=body, headers={**json_type, "X-Twilio-Signature": sig})
+    assert r.status_code == 200, r.text
+    (message,) = bus.pull("input", 1)
+    assert message.data == body and message.attributes["provider"] == "twilio_sms"
+    # the body changed after signing, the hash of another body, the hash left out, another token: refused
+    assert client.post(url, content=body.replace(b"Call", b"Mail"), headers={
+        **json_type, "X-Twilio-Signature": sig}).status_code == 403
+    other_url, other_sig = signed("/webhooks/twilio/sms", b"{}")
+    assert client.post(other_url, content=body, headers={
+        **json_type, "X-Twilio-Signature": other_sig}).status_code == 403
+    assert client.post("/webhooks/twilio/sms", content=body, headers={
+        **json_type, "X-Twilio-Signature": sig}).status_code == 403
+    _, wrong = signed("/webhooks/twilio/sms", body, token="another-token")
+    assert client.post(url, content=body, headers={**json_type, "X-Twilio-Signature": wrong}).status_code == 403
+    assert bus.pull("input", 0, timeout=0.5) == []
+
+
 def test_twilio_status_callback_is_recorded_never_published(client, bus, test_secrets):
     status = fixture_bytes("twilio_message_status.form")
     r = twilio_post(client, "/webhooks/twilio/status", status, test_secrets.twilio_auth_token)
