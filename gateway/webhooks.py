@@ -20,12 +20,18 @@ from gateway.door import Door, json_bytes, log, refused, unavailable
 from gateway.meta_graph import LeadFetchFailed, LeadNotification, lead_notifications
 from gateway.publishing import PublishFailed, new_request_id, rfc3339_utc
 from schemas.derive import to_row
-from transforms.messages import GOOGLE_ADS_KEY_FIELD, JsonRejected, dead_letter, decode_json
+from transforms.messages import (
+    GATEWAY_STAGE,
+    GOOGLE_ADS_KEY_FIELD,
+    META_FETCH_FAILED,
+    JsonRejected,
+    dead_letter,
+    decode_json,
+)
 from transforms.parsers import google_ads_lead_form, inbound_email, knowlarity_call, meta_lead_ads, twilio
 
 router = APIRouter(prefix="/webhooks", tags=["provider webhooks"])
 SECRET_HEADER = "x-leadflow-secret"  # Knowlarity and e-mail: the shared secret (or the ``secret`` query parameter)
-META_FETCH_FAILED = "meta_fetch_failed"
 META_CONCURRENT_READS = 8  # a delivery may batch many leads: read a few at a time, not all at once (rate limits)
 _RAW_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {}}}}}
 # Twilio posts forms; its JSON-body webhooks are signed through the URL's bodySHA256
@@ -69,10 +75,10 @@ async def _meta_lead(door: Door, note: LeadNotification, request_id: str, receiv
         attrs = {k: v for k, v in ids.items() if v}
         dead = dead_letter(message_id=f"{request_id}:{note.leadgen_id}", data=note.envelope(),
                            attributes={"provider": meta_lead_ads.PROVIDER, **attrs}, publish_time=None,
-                           provider=meta_lead_ads.PROVIDER, stage="gateway", error_type=META_FETCH_FAILED,
+                           provider=meta_lead_ads.PROVIDER, stage=GATEWAY_STAGE, error_type=META_FETCH_FAILED,
                            error_message=f"the lead could not be read from the Graph API: {e.reason}")
         await door.publish("meta", meta_lead_ads.PROVIDER, json_bytes(to_row(dead)), request_id, received_at,
-                           topic=door.config.dead_letter_topic, stage="gateway", error_type=META_FETCH_FAILED,
+                           topic=door.config.dead_letter_topic, stage=GATEWAY_STAGE, error_type=META_FETCH_FAILED,
                            message_id=dead.message_id, reason=e.reason, **ids)
         return "kept"
     await door.publish("meta", meta_lead_ads.PROVIDER, lead, request_id, received_at, **ids)

@@ -23,6 +23,9 @@ GOOGLE_ADS_KEY_FIELD = "google_key"
 SECRET_FIELDS = (GOOGLE_ADS_KEY_FIELD,)
 _SECRET_VALUES = re.compile(r'("(?:' + "|".join(SECRET_FIELDS) + r')"\s*:\s*)"(?:[^"\\]|\\.)*"')
 REDACTED = "[redacted]"
+# The gateway's dead letters: a Meta notification whose lead could not be read from the Graph API, kept on the
+# dead-letter topic for ``leadflow meta-refetch`` (its payload is the notification, not a lead input).
+GATEWAY_STAGE, META_FETCH_FAILED = "gateway", "meta_fetch_failed"
 MAX_MESSAGE_ID_LENGTH = 1024  # Pub/Sub's own ids are decimal strings of about 16 digits
 
 

@@ -24,7 +24,8 @@ Acknowledgement: a dead letter is acked only after the publish of its replay suc
 the subscription and is reported: messages left out by ``--stage`` / ``--error_type`` / ``--limit``, and the ones
 that cannot be replayed, with the reason (``truncated``: only the first bytes of an oversize payload were kept;
 ``not_an_input``: a BigQuery row the sink rejected or a bounded-mode input line, not a message; ``replay_limit``;
-``unreadable``; ``bad_payload``; ``checksum_mismatch``; ``no_target_topic``; ``reserved_attribute``). They are
+``unreadable``; ``bad_payload``; ``checksum_mismatch``; ``no_target_topic``; ``reserved_attribute``;
+``meta_refetch``: a Meta notification the gateway kept, whose lead ``leadflow meta-refetch`` reads again). They are
 nacked at the end, so they are available again at once. ``--dry-run`` acks nothing and publishes nothing.
 
 Output names messages by id, stage and error type only: never payloads or attribute values (they hold PII).
@@ -46,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.resources import LOCAL_PROJECT, Resources
+from transforms.messages import GATEWAY_STAGE, META_FETCH_FAILED
 
 REPLAYED_FROM = "replayed_from_message_id"
 REPLAY_COUNT = "replay_count"
@@ -141,6 +143,8 @@ def interpret(data: bytes, attributes: Mapping[str, str], max_replays: int = DEF
 
     if stage in NOT_INPUT_STAGES:
         return skip("not_an_input")
+    if (stage, error_type) == (GATEWAY_STAGE, META_FETCH_FAILED):
+        return skip("meta_refetch")  # the payload is the webhook's notification: `leadflow meta-refetch` reads the lead
     if dead["payload_truncated"]:
         return skip("truncated")
     if replay_count(original_attributes) >= max_replays:
