@@ -1,4 +1,5 @@
-"""Spreadsheet uploads: CSV as it is, XLSX converted to the CSV the pipeline's ``csv_upload`` parser reads.
+"""Spreadsheet uploads: CSV as it is, XLSX converted to the CSV the pipeline's ``csv_upload`` parser reads, UTF-16
+text (Meta's lead download is UTF-16 TSV with a byte-order mark) re-encoded as UTF-8.
 
 One upload is one message (the parser makes one unit per row). An XLSX workbook is read with openpyxl in read-only
 mode, first worksheet only (exports put the leads there); cells become text the way a spreadsheet shows them
@@ -12,10 +13,11 @@ import io
 import zipfile
 from datetime import date, datetime, time
 
-from transforms.parsers.csv_upload import CONTACT_HEADERS, canonical_header, csv_text
+from transforms.parsers.csv_upload import CONTACT_HEADERS, canonical_header, csv_text, delimiter_of
 
 XLSX_MAGIC = b"PK\x03\x04"  # an XLSX file is a ZIP archive
 XLSX_TYPES = frozenset({"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"})
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 MAX_XLSX_CELLS = 5_000_000  # guards the conversion against a workbook that claims a huge sheet
 
 
@@ -77,7 +79,7 @@ def _check_header(text: str) -> None:
     for line in io.StringIO(text[:65_536]):
         if line.strip():
             try:
-                cells = next(csv.reader([line]), [])
+                cells = next(csv.reader([line], delimiter=delimiter_of(line)), [])
             except csv.Error:
                 break
             if any(canonical_header(cell) in CONTACT_HEADERS for cell in cells):
@@ -94,9 +96,18 @@ def upload_csv(data: bytes, filename: str | None, content_type: str | None) -> t
         text = xlsx_to_csv(data)
         _check_header(text)
         return text.encode("utf-8"), "xlsx"
+    if data.startswith(UTF16_BOMS):  # the BOM says which byte order; the pipeline reads UTF-8
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise UploadRejected("invalid_utf16", "the upload starts with a UTF-16 byte-order mark but is not "
+                                 "UTF-16 text") from None
+        _check_header(text)
+        return text.encode("utf-8"), "utf16"
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise UploadRejected("not_utf8", "a CSV upload must be UTF-8 text (or upload the XLSX file)") from None
+        raise UploadRejected("not_utf8", "a CSV upload must be UTF-8 or UTF-16 text (or upload the XLSX "
+                             "file)") from None
     _check_header(text)
     return data, "csv"

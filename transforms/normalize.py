@@ -172,7 +172,7 @@ def normalize_unit(unit: Unit, default_region: str = "US", blocklist: Blocklist 
     """The pure normalization of one unit. Raises NormalizeError when no identity can be formed."""
     raw = unit.raw
     country = normalize_country(raw.country)
-    phone, phone_status = normalize_phone(raw.phone, country or default_region)
+    phone, phone_status = normalize_phone(raw.phone, country or raw.phone_region or default_region)
     email, email_status = normalize_email(raw.email)
     if blocklist is not None:
         if phone and blocklist.reason("phone", phone):

@@ -89,6 +89,9 @@ class RawLead:
     phone: str | None = None
     email: str | None = None
     country: str | None = None  # ISO alpha-2 when the provider gives one
+    # where a number written without its country code belongs when the payload names no country (a provider's home
+    # market: Knowlarity's is India); unlike ``country`` it says nothing of where the person is
+    phone_region: str | None = None
     postal_code: str | None = None
     city: str | None = None
     state: str | None = None

@@ -1,6 +1,8 @@
 """Parser for spreadsheet uploads (provider ``csv_upload``): one lead per data row.
 
-The first non-blank row is the header. Header names are matched ignoring case, spaces,
+The first non-blank row is the header. Cells are separated by commas, or by tabs or semicolons when the
+header line holds more of those (Meta's lead download is tab-separated; Excel in many European locales
+saves with semicolons). Header names are matched ignoring case, spaces,
 underscores, hyphens, dots and slashes against the aliases in ``ALIASES`` (``E-mail Address`` ->
 ``email``); unrecognised columns go to ``extra`` under their header text. The header must name
 a phone or an e-mail column.
@@ -74,10 +76,20 @@ def canonical_header(name: str) -> str:
     return _IGNORED.sub("", name.replace("\ufeff", "").lower())
 
 
+DELIMITERS = (",", "\t", ";")
+
+
+def delimiter_of(text: str) -> str:
+    """The cell separator: of comma, tab and semicolon, the one the first non-blank line holds most of (comma on a
+    tie: a header of one column has none)."""
+    line = next((line for line in text[:65_536].splitlines() if line.strip()), "")
+    return max(DELIMITERS, key=line.count)
+
+
 def _rows(text: str, max_columns: int) -> Iterator[tuple[int, list[str]]]:
     """(record number, cells) for every CSV record; csv errors become ParseError('invalid_csv'), a record of
     more than ``max_columns`` cells ParseError('csv_too_many_columns')."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter_of(text))
     number = 0
     try:
         for cells in reader:

@@ -7,8 +7,11 @@ Knowlarity pushes a JSON record per call::
      "call_type": "incoming", "Call_Status": "Connected"}
 
 The caller's number is in ``customer_number`` (older accounts: ``caller_id``) and is required.
-Times without an offset are Indian Standard Time (Knowlarity is an Indian provider). Call
-details go to ``extra`` as text; the number is passed through untouched for the normalizer.
+Times without an offset are Indian Standard Time (Knowlarity is an Indian provider), and so are
+numbers written without a country code, as Indian call logs write them (``09876543210``,
+``9876543210``, ``919876543210``, ``0091 98765 43210``; ``phone_region`` IN): a caller from
+abroad has a ``+`` number. Call details go to ``extra`` as text; the number is passed through
+untouched for the normalizer.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from transforms.parsers.base import (
 
 PROVIDER = "knowlarity_call"
 KNOWLARITY_TIMEZONE = "Asia/Kolkata"
+HOME_REGION = "IN"
 
 # extra key -> payload keys, first present wins (Knowlarity's casing varies between products).
 _EXTRAS: dict[str, tuple[str, ...]] = {
@@ -68,6 +72,7 @@ def parse(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list
             external_id=_first(payload, ("uuid",)),
             event_time=_start_time(payload.get("start_time")),
             phone=phone,
+            phone_region=HOME_REGION,
             extra=extra,
         )
     ]

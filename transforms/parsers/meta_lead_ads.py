@@ -6,8 +6,11 @@ We receive the lead object as the Graph API returns it (``GET /<leadgen_id>``)::
      "campaign_id": "...", "form_id": "...", "is_organic": false, "platform": "fb",
      "field_data": [{"name": "full_name", "values": ["..."]}, ...]}
 
-Standard question names map to lead fields; any other question goes to ``extra`` under its own
-name, and questions whose name mentions a message, comment or question also become ``message``.
+Standard question names (Meta's prefill questions: full_name, first_name, last_name, email, phone_number,
+street_address, city, state, province, country, post_code, zip_code; the others, such as date_of_birth, gender,
+job_title, company_name, go to ``extra``) map to lead fields; work_email and work_phone_number stand in for a
+missing email or phone. Any other question goes to ``extra`` under its own name, and questions whose name
+mentions a message, comment or question also become ``message``.
 The leadgen *webhook* envelope only carries ids, so it is rejected: the lead must be fetched from
 the Graph API before it is published to Leadflow.
 """
@@ -49,9 +52,12 @@ FIELD_MAP: dict[str, str] = {
     "country": "country",
     "street_address": "property_address",
 }
+# Meta's work-contact questions stand in for a missing email / phone (kept in extra as well), as Google's do.
+FALLBACK_FIELDS: dict[str, str] = {"work_email": "email", "work_phone_number": "phone"}
 _MESSAGE_WORDS = ("message", "comment", "question")
 # Lead-object metadata copied into ``extra`` (written after the answers, so it wins on a clash).
-_META_EXTRAS = ("adset_id", "platform", "is_organic", "ad_name", "adset_name", "campaign_name", "form_name")
+_META_EXTRAS = ("adset_id", "platform", "is_organic", "ad_name", "adset_name", "campaign_name", "form_name",
+                "partner_name", "retailer_item_id")
 _OFFSET_NO_COLON = re.compile(r"([+-]\d{2})(\d{2})$")
 _SPACES = re.compile(r"\s+")
 
@@ -114,6 +120,7 @@ def parse(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list
     if "field_data" not in payload:
         raise ParseError("missing_field", "field_data: required")
     fields: dict[str, str] = {}
+    fallbacks: dict[str, str] = {}
     extra: dict[str, str] = {}
     messages: list[str] = []
     for name, answer in _answers(payload["field_data"]):
@@ -122,9 +129,13 @@ def parse(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list
         if target is not None:
             fields.setdefault(target, answer)
             continue
+        if key in FALLBACK_FIELDS:
+            fallbacks.setdefault(FALLBACK_FIELDS[key], answer)
         extra[name] = answer
         if any(word in key for word in _MESSAGE_WORDS):
             messages.append(answer)
+    for target, value in fallbacks.items():
+        fields.setdefault(target, value)
     for key in _META_EXTRAS:
         value = scalar_text(payload.get(key))
         if value is not None:

@@ -5,6 +5,11 @@ Twilio POSTs ``application/x-www-form-urlencoded`` bodies such as
 The caller's number (``From``) and the message or call id are required. Twilio's geographic
 hints (``FromCountry``, ``FromState``, ``FromCity``, ``FromZip``) become the lead's location.
 The webhooks carry no timestamp, so ``event_time`` stays None (the publish time is used).
+
+Variants (https://www.twilio.com/docs/messaging/guides/webhook-request): a WhatsApp message comes from
+``whatsapp:+14155550123`` (the channel prefix is dropped) with the sender's ``ProfileName`` (their name) and
+``WaId``; an MMS carries ``NumMedia`` and ``MediaUrl{N}`` / ``MediaContentType{N}`` (kept in ``extra``); with
+Advanced Opt-Out, ``OptOutType`` (STOP, START, HELP) is kept in ``extra``.
 """
 
 from __future__ import annotations
@@ -26,8 +31,13 @@ _SMS_EXTRAS = {
     "num_media": "NumMedia",
     "sms_status": "SmsStatus",
     "messaging_service_sid": "MessagingServiceSid",
+    "wa_id": "WaId",
+    "opt_out_type": "OptOutType",
 }
-_VOICE_EXTRAS = {**_COMMON_EXTRAS, "call_status": "CallStatus", "caller_name": "CallerName"}
+_VOICE_EXTRAS = {**_COMMON_EXTRAS, "call_status": "CallStatus", "caller_name": "CallerName",
+                 "forwarded_from": "ForwardedFrom"}
+CHANNEL_PREFIXES = ("whatsapp:",)  # Twilio's channel addresses: <channel>:<E.164>
+MAX_MEDIA = 10  # Twilio delivers at most 10 media items per message
 
 
 def too_many_fields(max_fields: int) -> ParseError:
@@ -66,10 +76,19 @@ def _required(form: Mapping[str, str], keys: tuple[str, ...], error_type: str) -
     raise ParseError(error_type, f"{' or '.join(keys)}: required")
 
 
+def _address(value: str) -> str:
+    for prefix in CHANNEL_PREFIXES:
+        if value.lower().startswith(prefix):
+            return value[len(prefix):]
+    return value
+
+
 def _lead(provider: str, form: Mapping[str, str], external_id: str, extras: Mapping[str, str]) -> RawLead:
-    phone = _required(form, ("From",), "missing_contact")
+    phone = _address(_required(form, ("From",), "missing_contact"))
     location = {attr: clean(form.get(key)) for attr, key in _LOCATION.items()}
     extra = {name: value for name, key in extras.items() if (value := clean(form.get(key))) is not None}
+    if "to" in extra:
+        extra["to"] = _address(extra["to"])
     return RawLead(
         provider=provider, external_id=external_id, event_time=None, phone=phone, extra=extra, **location
     )
@@ -81,6 +100,14 @@ def parse_sms(text: str, attributes: Mapping[str, str], config: ParseConfig) -> 
     external_id = _required(form, ("MessageSid", "SmsSid"), "missing_field")
     lead = _lead(SMS_PROVIDER, form, external_id, _SMS_EXTRAS)
     lead.message = clean(form.get("Body"))
+    lead.full_name = clean(form.get("ProfileName"))  # WhatsApp: the name the sender gave their profile
+    for i in range(MAX_MEDIA):
+        url = clean(form.get(f"MediaUrl{i}"))
+        if url is None:
+            break
+        lead.extra[f"media_url_{i}"] = url
+        if (kind := clean(form.get(f"MediaContentType{i}"))) is not None:
+            lead.extra[f"media_type_{i}"] = kind
     return [lead]
 
 
