@@ -124,7 +124,44 @@ EXPECTED = {
         "message": "Just browsing for now.",
         "source_id": "realtor_com", "source_verified": True,
     },
+    "zillow_rental_inquiry.eml": {  # Zillow Rentals: no labels; the renter's words after "asked:", the relay Reply-To
+        "external_id": None,
+        "event_time": datetime(2026, 12, 3, 19, 2, 11, tzinfo=UTC),
+        "full_name": "Test Person", "first_name": None, "last_name": None,
+        "phone": "+12125550147", "email": "testperson.x7k2q@convo.zillow.com", "country": None,
+        "postal_code": "10027", "city": None, "state": "NY",
+        "property_address": "515 W 122nd St #6, New York, NY, 10027",
+        "message": "I am interested in this rental and would like to schedule a viewing. Please let me know when "
+                   "this would be possible.",
+        "source_id": "zillow", "source_verified": True,
+    },
+    "realtor_subject_name.eml": {  # the name in the subject, the property address on two lines
+        "external_id": None,
+        "event_time": datetime(2026, 12, 3, 20, 10, tzinfo=UTC),
+        "full_name": "Test Person", "first_name": "Test", "last_name": "Person",
+        "phone": "(303) 555-0172", "email": "test.person@example.com", "country": None,
+        "postal_code": "80202", "city": None, "state": "CO",
+        "property_address": "1234 Elm St, Denver, CO 80202",
+        "message": "I would like more information about 1234 Elm St, Denver, CO 80202.",
+        "source_id": "realtor_com", "source_verified": True,
+    },
+    "trulia_premier_agent.eml": {  # Trulia's leads come in Zillow Premier Agent's layout
+        "external_id": None,
+        "event_time": datetime(2026, 12, 3, 22, 45, tzinfo=UTC),
+        "full_name": "Test Person", "first_name": None, "last_name": None,
+        "phone": "(206) 555-0164", "email": "test.person@example.com", "country": None,
+        "postal_code": "98101", "city": None, "state": "WA",
+        "property_address": "88 Pine St, Seattle, WA 98101",
+        "message": "Is the open house still on for Saturday?",
+        "source_id": "trulia", "source_verified": True,
+    },
 }
+
+
+def test_zillow_rental_facts_go_to_extra(config: ParseConfig) -> None:
+    lead = parse_one(fixture("zillow_rental_inquiry.eml"), config)
+    assert {k: lead.extra.get(k) for k in ("move_in", "credit_score", "income", "pets")} == {
+        "move_in": "a month", "credit_score": "720 to 850", "income": "$150000", "pets": None}  # "-" is no answer
 
 
 def test_every_fixture_has_expectations() -> None:

@@ -119,12 +119,17 @@ class Template:
     ``labels``: (field, pattern) pairs; a pattern must match a whole (normalized, lower-case) label.
     ``subject`` and ``lines``: patterns searched in the subject / each body line; their named groups
     are field names. A ``lines`` pattern whose group matches nothing takes the next line as value.
+    ``facts``: (extra key, pattern) labels whose values go to ``extra`` (a renter's move-in date, credit
+    band, income). ``relay_domains``: the portal's relay addresses, which reach the person (a Reply-To
+    there is the lead's own channel, although the portal owns the domain).
     """
 
     name: str
     labels: tuple[tuple[str, re.Pattern[str]], ...]
     subject: tuple[re.Pattern[str], ...] = ()
     lines: tuple[re.Pattern[str], ...] = ()
+    facts: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    relay_domains: tuple[str, ...] = ()
 
 
 def _labels(*pairs: tuple[str, str]) -> tuple[tuple[str, re.Pattern[str]], ...]:
@@ -170,7 +175,14 @@ ZILLOW = Template(
     lines=_patterns(
         r"\bis interested in(?:\s+(?:your|the|this)\s+(?:listing|property|home)(?:\s+(?:at|on))?)?\s*:?"
         r"\s*(?P<property_address>.*)$",
+        # Zillow Rentals: "Test Person asked:" / "Test Person says: I would like to schedule a tour."
+        r"^(?P<full_name>[^:\d]{1,80}?) (?:asked|says|wrote)\s*:\s*(?P<message>.*)$",
+        r"^new message about\s+(?P<property_address>\d.*)$",
     ),
+    facts=_labels(("move_in", r"move[ -]?in(?: date)?"), ("credit_score", r"credit score"),
+                  ("income", r"(?:annual |monthly )?income"), ("pets", r"pets"), ("smoker", r"smoker"),
+                  ("lease_length", r"lease (?:length|term)"), ("bedrooms", r"bedrooms|beds")),
+    relay_domains=("convo.zillow.com",),
 )
 
 REALTOR_COM = Template(
@@ -187,11 +199,14 @@ REALTOR_COM = Template(
     ),
     subject=_patterns(
         r"\blead\b[^:]{0,40}[:\-\u2013]\s*(?P<property_address>\d\S*\s.*)$",
+        r"new realtor\.com lead\s*[:\-\u2013]\s*(?P<full_name>[^\d\s][^@]{0,79})$",  # "New realtor.com lead - Jo Doe"
     ),
 )
 
 TEMPLATES: dict[str, Template] = {t.name: t for t in (GENERIC, ZILLOW, REALTOR_COM)}
-_ALL_LABELS = tuple(pair for t in TEMPLATES.values() for pair in t.labels)
+_ALL_LABELS = tuple(pair for t in TEMPLATES.values() for pair in (*t.labels, *t.facts))
+# the second line of an address written on two ("1234 Elm St" / "Denver, CO 80202")
+_CITY_STATE_ZIP_LINE = re.compile(r"^[A-Za-z][A-Za-z .'\-]{1,40},\s*[A-Z]{2}\.?\s+\d{5}(?:-\d{4})?$")
 
 
 # --- small text helpers ---------------------------------------------------------------------------
@@ -283,10 +298,13 @@ def _scan_labels(body: Body, table: LabelTable, found: dict[str, str]) -> None:
             continue
         field_name, value = hit
         following = lines[i + 1] if i + 1 < len(lines) else ""
+        after = i + 1  # the line after the value
         if field_name == "message":
             value = _message_from(lines, i + 1, value, body.breaks)
         elif not value and following and not _is_label(following):
-            value = following
+            value, after = following, i + 2
+        if field_name == "property_address" and after < len(lines) and _CITY_STATE_ZIP_LINE.match(lines[after]):
+            value = f"{value}, {lines[after]}"
         usable = _usable(field_name, value)
         if usable:
             found[field_name] = usable
@@ -304,6 +322,8 @@ def _scan_patterns(texts: list[str], patterns: tuple[re.Pattern[str], ...], foun
                     continue
                 if not value and i + 1 < len(texts) and not _is_stop(texts[i + 1]):
                     value = texts[i + 1]
+                if field_name == "message" and value:
+                    value = value.strip().strip('"\u201c\u201d').strip()  # Zillow quotes the renter's words
                 usable = _usable(field_name, value or "")
                 if usable:
                     found[field_name] = usable
@@ -790,10 +810,19 @@ def parse(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list
     if subject:
         _scan_patterns([subject], template.subject + GENERIC.subject, found)
     recipient_domains = {a.lower().rpartition("@")[2] for _, a in recipients}
+    reply_to = _addresses(msg, ("Reply-To",))
+    relayed = [(n, a) for n, a in reply_to if a.lower().rpartition("@")[2] in template.relay_domains]
+    if relayed and "email" not in found:
+        found["email"] = relayed[0][1]
+        if relayed[0][0] and "@" not in relayed[0][0] and not any(
+                k in found for k in ("full_name", "first_name", "last_name")):
+            found["full_name"] = relayed[0][0]
     _fill_contacts(
-        found, body, _addresses(msg, ("Reply-To",)), None if source else (froms[0] if froms else None),
-        registry, recipient_domains,
+        found, body, reply_to, None if source else (froms[0] if froms else None), registry, recipient_domains,
     )
+    facts: dict[str, str] = {}
+    if template.facts:
+        _scan_labels(body, template.facts, facts)
     if "message" not in found and source is None:
         direct = _direct_message(body.lines)
         if direct:
@@ -819,5 +848,5 @@ def parse(text: str, attributes: Mapping[str, str], config: ParseConfig) -> list
         message=_value(found.get("message"), MAX_MESSAGE_CHARS),
         source_id=source.source_id if source else SourceRegistry.unverified_email_source_id(from_address),
         source_verified=source is not None,
-        extra={"template": template.name},
+        extra={**{k: v[:MAX_FIELD_CHARS] for k, v in facts.items() if v.strip("-\u2013 ")}, "template": template.name},
     )]
