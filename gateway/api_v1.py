@@ -3,8 +3,9 @@
 Every request carries a client's API key (401 without a valid one), counts against the client's rate limit (429
 with ``Retry-After``), may carry an ``Idempotency-Key`` (a repeat gets the first response), and is answered 202 with
 the Pub/Sub message id once published. A lead whose ``external_id`` this client already sent gets 409 with the
-first message id (remembered in memory, like idempotency keys). ``GET /v1/leads/status/{message_id}`` answers what
-the pipeline made of a message this client sent (``gateway.status``).
+first message id (remembered like idempotency keys: per instance, or in the shared Redis).
+``GET /v1/leads/status/{message_id}`` answers what the pipeline made of a message this client sent
+(``gateway.status``).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _replay(stored: StoredResponse) -> Response:
     return response
 
 
-def _admitted(request: Request, endpoint: str) -> tuple[Door, str, ApiClient | None, Response | None]:
+async def _admitted(request: Request, endpoint: str) -> tuple[Door, str, ApiClient | None, Response | None]:
     """(door, request id, the client, None), or the 401 / 429 answer in place of the client."""
     door, request_id = _door(request), new_request_id()
     client = door.clients.authenticate(presented_key(request.headers))
@@ -69,7 +70,7 @@ def _admitted(request: Request, endpoint: str) -> tuple[Door, str, ApiClient | N
         door.count(endpoint, "rejected_key", request_id)
         return door, request_id, None, refused(401, "invalid_api_key", request_id,
                                                {"WWW-Authenticate": 'Bearer realm="leadflow"'})
-    wait = door.rate_limits.hit(client)
+    wait = await door.rate_limits.hit(client)
     if wait is not None:
         door.count(endpoint, "rate_limited", request_id)
         return door, request_id, None, refused(429, "rate_limited", request_id, {"Retry-After": str(wait)})
@@ -78,7 +79,7 @@ def _admitted(request: Request, endpoint: str) -> tuple[Door, str, ApiClient | N
 
 async def _guarded(request: Request, endpoint: str, handle) -> Response:
     """Authentication, rate limit and idempotency around ``handle(door, client, body, request_id)``."""
-    door, request_id, client, refusal = _admitted(request, endpoint)
+    door, request_id, client, refusal = await _admitted(request, endpoint)
     if refusal is not None:
         return refusal
     body = await request.body()
@@ -101,7 +102,7 @@ async def _guarded(request: Request, endpoint: str, handle) -> Response:
         response = await handle(door, client, body, request_id)
         return response
     finally:
-        door.idempotency.finish(client.client_id, key, _stored(response))
+        await door.idempotency.finish(client.client_id, key, _stored(response))
 
 
 async def _lead_of(door: Door, message_id: str | None) -> str | None:
@@ -127,7 +128,7 @@ async def _publish_leads(door: Door, client: ApiClient, body: bytes, request_id:
     results: list[dict] = []
     todo: list[tuple[int, dict]] = []
     for i, lead in enumerate(checked.leads):  # a repeat within the batch finds the claim of its first
-        claimed, first = seen.claim(client.client_id, lead["external_id"])
+        claimed, first = await seen.claim(client.client_id, lead["external_id"])
         if claimed:
             todo.append((i, lead))
         else:
@@ -146,10 +147,10 @@ async def _publish_leads(door: Door, client: ApiClient, body: bytes, request_id:
         return_exceptions=True)
     for (i, lead), outcome in zip(todo, published, strict=True):
         if isinstance(outcome, str):
-            seen.settle(client.client_id, lead["external_id"], outcome)
+            await seen.settle(client.client_id, lead["external_id"], outcome)
             results.append({"index": i, "message_id": outcome})
         else:
-            seen.release(client.client_id, lead["external_id"])
+            await seen.release(client.client_id, lead["external_id"])
     if any(isinstance(o, PublishFailed) for o in published):
         return unavailable(request_id)  # the ones published are remembered: a retry gets 409 for them
     for outcome in published:
@@ -252,7 +253,7 @@ _STATUS = {"type": "object", "properties": {
                        "503": {"description": "BigQuery did not answer; retry",
                                "content": {"application/json": {"schema": _ERRORS}}}})
 async def lead_status(request: Request, message_id: str):
-    door, request_id, client, refusal = _admitted(request, "api_status")
+    door, request_id, client, refusal = await _admitted(request, "api_status")
     if refusal is not None:
         return refusal
     if door.sent_by(message_id) != client.client_id:  # never another client's outcome

@@ -17,7 +17,8 @@ from gateway import api_v1, leads, webhooks
 from gateway.body_limit import BodyLimit
 from gateway.clients import API_KEY_HEADER, ClientRegistry
 from gateway.config import GatewayConfig
-from gateway.door import Door
+from gateway.door import RETRY_AFTER_SECONDS, Door
+from gateway.idempotency import StateUnavailable
 from gateway.meta_graph import GraphClient
 from gateway.publishing import Publisher, PubSubPublisher
 from gateway.status import BigQueryLeadStatus, LeadStatusReader
@@ -73,6 +74,12 @@ def create_app(config: GatewayConfig, *, publisher: Publisher | None = None,
              summary="request counts by endpoint and outcome (Prometheus text format)")
     async def metrics():
         return PlainTextResponse(door.metrics_text())
+
+    @app.exception_handler(StateUnavailable)
+    async def state_unavailable(request: Request, exc: StateUnavailable):  # nothing was published: retry
+        door.count("gateway", "state_unavailable")
+        return JSONResponse({"error": "state_unavailable"}, status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):  # never echo the exception: it may hold a body

@@ -62,11 +62,13 @@ ENV: dict[str, tuple[str, str]] = {
     "LEADFLOW_GATEWAY_PUBLISH_TIMEOUT": ("publish_timeout",
                                          f"seconds a publish may take before 503 (default {DEFAULT_PUBLISH_TIMEOUT})"),
     "LEADFLOW_GATEWAY_RATE_LIMIT": ("default_rate_limit", f"API clients' default limit (default {DEFAULT_RATE_LIMIT})"),
+    "LEADFLOW_GATEWAY_STATE_URL": ("state_url", "redis:// URL of the state all instances share: rate limits, "
+                                   "idempotency keys, external ids (default: each instance's memory)"),
     "LEADFLOW_STATUS_DATASET": ("status_dataset",
                                 "PROJECT:DATASET of the pipeline's tables for GET /v1/leads/status (default: not "
                                 "served, 501)"),
 }
-_NUMBERS = {"max_body_bytes": int, "max_upload_bytes": int, "publish_timeout": float}
+_NUMBERS = {"max_body_bytes": int, "max_upload_bytes": int, "publish_timeout": float, "external_id_ttl": float}
 
 
 def key_hash(api_key: str) -> str:
@@ -114,6 +116,8 @@ class GatewayConfig:
     publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT
     idempotency_ttl: float = 24 * 3600.0
     idempotency_max_keys: int = 100_000
+    state_url: str | None = None  # redis://HOST:PORT/DB shared by every instance (gateway.shared_state)
+    external_id_ttl: float = 90 * 24 * 3600.0  # how long a client's external id answers 409 (shared state)
 
     def __post_init__(self):
         resources = Resources(self.project)

@@ -41,7 +41,14 @@ class Door:
     published_by: OrderedDict = field(default_factory=OrderedDict)  # message id -> client id, the newest kept
 
     def __post_init__(self):
-        if self.idempotency is None:
+        if self.config.state_url:  # every instance shares one Redis (gateway.shared_state)
+            from gateway import shared_state
+
+            redis = shared_state.connect(self.config.state_url)
+            self.rate_limits = RateLimits(self.config.state_url)
+            self.idempotency = shared_state.RedisIdempotency(redis, self.config.idempotency_ttl)
+            self.external_ids = shared_state.RedisExternalIds(redis, self.config.external_id_ttl)
+        elif self.idempotency is None:
             self.idempotency = IdempotencyStore(self.config.idempotency_ttl, self.config.idempotency_max_keys)
 
     def sent_by(self, message_id: str) -> str | None:

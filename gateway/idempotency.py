@@ -1,7 +1,8 @@
 """``Idempotency-Key``: a repeat of a request is answered with the first response, and published nothing.
 
-Keys are scoped per client and kept in this process's memory for ``ttl`` seconds (at most ``max_keys``, the oldest
-dropped first); a second gateway instance or a restart does not know them (docs/gateway.md). A repeat that arrives
+Keys are scoped per client and kept for ``ttl`` seconds: here in this process's memory (at most ``max_keys``, the oldest
+dropped first), which a second gateway instance or a restart does not know; ``gateway.shared_state`` keeps the same in
+Redis for every instance (``LEADFLOW_GATEWAY_STATE_URL``, docs/gateway.md). A repeat that arrives
 while the first is still publishing waits for it. A key reused with a different body is refused (422): answering it
 with the first response would hide that the second body was never published. Only final answers are kept (2xx and
 4xx); after a 5xx the client's retry with the same key is tried afresh.
@@ -35,6 +36,10 @@ class _Entry:
 
 class KeyReused(ValueError):
     """The key was first used with another request body."""
+
+
+class StateUnavailable(RuntimeError):
+    """The shared state (Redis) did not answer: the request cannot be checked against it (answered 503)."""
 
 
 class IdempotencyStore:
@@ -75,7 +80,7 @@ class IdempotencyStore:
             return await self.begin(client_id, key, fingerprint)
         return stored
 
-    def finish(self, client_id: str, key: str, response: StoredResponse) -> None:
+    async def finish(self, client_id: str, key: str, response: StoredResponse) -> None:
         entry = self._entries.get((client_id, key))
         if entry is None or entry.done.done():
             return
@@ -94,7 +99,7 @@ class ExternalIds:
         self.limit = limit
         self._seen: OrderedDict[tuple[str, str], str] = OrderedDict()
 
-    def claim(self, client_id: str, external_id: object) -> tuple[bool, str | None]:
+    async def claim(self, client_id: str, external_id: object) -> tuple[bool, str | None]:
         """(True, None) when this id is new and now claimed; else (False, the first message id, or None while the
         first is still being published)."""
         key = (client_id, str(external_id))
@@ -105,10 +110,10 @@ class ExternalIds:
             self._seen.popitem(last=False)
         return True, None
 
-    def settle(self, client_id: str, external_id: object, message_id: str) -> None:
+    async def settle(self, client_id: str, external_id: object, message_id: str) -> None:
         self._seen[(client_id, str(external_id))] = message_id
 
-    def release(self, client_id: str, external_id: object) -> None:
+    async def release(self, client_id: str, external_id: object) -> None:
         """The claim of a lead that was not published: the client's retry may send it."""
         key = (client_id, str(external_id))
         if self._seen.get(key) == "":

@@ -87,6 +87,35 @@ def bus(pubsub_address) -> Iterator[Bus]:
     publisher.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis (Debian's redis-server, installed with apt when missing and possible) on a free port, nothing
+    saved to disk: the gateway's shared state."""
+    import os
+    import shutil
+    import subprocess
+
+    from infra.local.processes import free_port, stop_process
+    from infra.local.stack import port_open
+
+    if shutil.which("redis-server") is None and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300, check=False)
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
+    port = free_port()
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not port_open("127.0.0.1", port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop_process(proc)
+
+
 @pytest.fixture
 def graph() -> Iterator[GraphStandIn]:
     """The Graph API stand-in (infra.local.graph_stand_in) on a free port, leads served from memory."""

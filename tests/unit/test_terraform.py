@@ -387,9 +387,28 @@ def test_cloud_run_gateway_takes_every_secret_from_secret_manager(tf):
     assert not set(plain) & set(SECRET_ENV), "a secret as a plain value"
     assert set(plain) <= set(ENV)
     assert plain["LEADFLOW_INPUT_TOPIC"] == '${google_pubsub_topic.topic["input"].id}'
-    (dynamic,) = [d["env"] for d in container["dynamic"] if "env" in d]
+    (dynamic,) = [d["env"] for d in container["dynamic"] if "env" in d and "secrets" in d["env"]["for_each"]]
     assert dynamic["for_each"] == "${local.gateway_secrets}"
     ref = _block(_block(_block(dynamic, "content"), "value_source"), "secret_key_ref")
     assert ref["secret"] == "${google_secret_manager_secret.gateway[env.value].secret_id}"
     assert _block(_block(container, "startup_probe"), "http_get")["path"] == "/healthz"
     assert not [k for k in tf["resource"] if k[0] == "google_secret_manager_secret_version"]
+
+
+def test_gateway_instances_share_one_redis(tf):
+    """Memorystore for the shared state, reached over Direct VPC egress, its URL in LEADFLOW_GATEWAY_STATE_URL."""
+    from gateway.config import ENV
+
+    redis = tf["resource"][("google_redis_instance", "gateway")]
+    assert redis["count"] == "${var.gateway_shared_state ? 1 : 0}"
+    assert redis["authorized_network"] == "${var.gateway_network}"
+    template = _block(tf["resource"][("google_cloud_run_v2_service", "gateway")], "template")
+    (egress,) = [d["vpc_access"] for d in template["dynamic"] if "vpc_access" in d]
+    assert egress["for_each"] == "${var.gateway_shared_state ? [1] : []}"
+    assert _block(egress, "content")["egress"] == "PRIVATE_RANGES_ONLY"
+    container = _block(template, "containers")
+    (state,) = [d["env"] for d in container["dynamic"] if "env" in d and "redis" in d["env"]["for_each"]]
+    assert state["for_each"] == "${google_redis_instance.gateway}"
+    content = _block(state, "content")
+    assert content["name"] == "LEADFLOW_GATEWAY_STATE_URL" and content["name"] in ENV
+    assert content["value"] == "redis://${env.value.host}:${env.value.port}/0"

@@ -9,6 +9,10 @@
 #   printf %s "$VALUE" | gcloud secrets versions add leadflow-gateway-meta-app-secret --data-file=-
 # The config file (API clients with their key hashes and rate limits, Google Ads keys per form id: docs/gateway.md)
 # is one more secret, mounted as a file.
+#
+# Every instance shares one Memorystore Redis (rate-limit windows, idempotency keys, external ids:
+# gateway.shared_state), reached over Direct VPC egress on the private network; without it (gateway_shared_state =
+# false) each instance keeps its own, which is exact only with gateway_max_instances = 1.
 
 locals {
   # environment variable => secret id; the same names as gateway.config.SECRET_ENV (tests/unit/test_terraform.py)
@@ -68,6 +72,19 @@ resource "google_secret_manager_secret_iam_member" "gateway" {
   member    = "serviceAccount:${google_service_account.gateway.email}"
 }
 
+resource "google_redis_instance" "gateway" {
+  count              = var.gateway_shared_state ? 1 : 0
+  name               = "leadflow-gateway"
+  region             = var.region
+  tier               = "BASIC" # lost state costs little: repeats and duplicates published again become replays
+  memory_size_gb     = 1
+  redis_version      = "REDIS_7_2"
+  authorized_network = var.gateway_network
+  connect_mode       = "DIRECT_PEERING"
+  labels             = var.labels
+  depends_on         = [google_project_service.apis]
+}
+
 resource "google_cloud_run_v2_service" "gateway" {
   name                 = "leadflow-gateway"
   location             = var.region
@@ -84,6 +101,17 @@ resource "google_cloud_run_v2_service" "gateway" {
     scaling {
       min_instance_count = var.gateway_min_instances
       max_instance_count = var.gateway_max_instances
+    }
+
+    dynamic "vpc_access" {
+      for_each = var.gateway_shared_state ? [1] : []
+      content {
+        egress = "PRIVATE_RANGES_ONLY" # Redis over the VPC; Pub/Sub, Graph and the rest as before
+        network_interfaces {
+          network    = var.gateway_network
+          subnetwork = var.gateway_subnetwork
+        }
+      }
     }
 
     volumes {
@@ -131,6 +159,13 @@ resource "google_cloud_run_v2_service" "gateway" {
       env {
         name  = "LEADFLOW_PUBLIC_URL"
         value = var.gateway_public_url
+      }
+      dynamic "env" {
+        for_each = google_redis_instance.gateway
+        content {
+          name  = "LEADFLOW_GATEWAY_STATE_URL"
+          value = "redis://${env.value.host}:${env.value.port}/0"
+        }
       }
       dynamic "env" {
         for_each = local.gateway_secrets

@@ -37,6 +37,7 @@ resource "google_project_service" "apis" {
     "compute.googleapis.com",
     "dataflow.googleapis.com",
     "pubsub.googleapis.com",
+    "redis.googleapis.com", # the gateway's shared state (Memorystore)
     "run.googleapis.com",
     "secretmanager.googleapis.com",
     "storage.googleapis.com",

@@ -120,7 +120,25 @@ variable "gateway_min_instances" {
 }
 
 variable "gateway_max_instances" {
-  description = "Most gateway instances (rate limits and idempotency keys are per instance: docs/gateway.md)."
+  description = "Most gateway instances (with gateway_shared_state they share rate limits and idempotency keys)."
   type        = number
   default     = 4
+}
+
+variable "gateway_shared_state" {
+  description = "A Memorystore Redis shared by every gateway instance (rate limits, idempotency keys, external ids)."
+  type        = bool
+  default     = true
+}
+
+variable "gateway_network" {
+  description = "VPC network of the gateway's Redis and of its Direct VPC egress."
+  type        = string
+  default     = "default"
+}
+
+variable "gateway_subnetwork" {
+  description = "Subnetwork (in var.region) the gateway's instances take their VPC addresses from."
+  type        = string
+  default     = "default"
 }
