@@ -3,6 +3,7 @@ emulator's own publish rate in the same run.
 
     python -m infra.local.gateway_loadtest                          # 10 s per endpoint at 12 connections
     python -m infra.local.gateway_loadtest --seconds 5 --connections 8
+    python -m infra.local.gateway_loadtest --shared_state          # with a real redis-server as the shared state
 
 It starts the project's Pub/Sub emulator and the gateway (``python -m gateway``, one uvicorn worker) as processes
 on free ports, with secrets generated for the run, then drives ``/webhooks/twilio/sms`` (one signed SMS, the same
@@ -89,7 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=12)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--shared_state", action="store_true",
+                    help="run a redis-server and give the gateway LEADFLOW_GATEWAY_STATE_URL (gateway.shared_state)")
     args = ap.parse_args(argv)
+    if args.shared_state and shutil.which("redis-server") is None:
+        print("redis-server is not installed: apt-get install redis-server", file=sys.stderr)
+        return 2
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
@@ -104,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     base = f"http://127.0.0.1:{port}"
     emulator = subprocess.Popen([sys.executable, "-m", "infra.local.pubsub_emulator", "--host", "127.0.0.1",
                                  "--port", address.split(":")[1], "--log-level", "WARNING"], cwd=REPO)
-    gateway = None
+    gateway = redis = None
     try:
         wait_ready(address, timeout=30)
         os.environ["PUBSUB_EMULATOR_HOST"] = address
@@ -114,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         config_path, client = local_settings(work, PROJECT, base)
         config = json.loads(config_path.read_text())
         config["api_clients"][0]["rate_limit"] = "1000000000/hour"  # measure the door, not the limit
+        if args.shared_state:
+            redis_port = free_port()
+            redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no"], stdout=subprocess.DEVNULL)
+            config["state_url"] = f"redis://127.0.0.1:{redis_port}/0"
         config_path.write_text(json.dumps(config))
         gateway = subprocess.Popen([sys.executable, "-m", "gateway", "--port", str(port), "--no-smtp"], cwd=REPO,
                                    env={**os.environ, "LEADFLOW_GATEWAY_CONFIG": str(config_path)},
@@ -138,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if gateway is not None:
             stop_process(gateway, timeout=10)
+        if redis is not None:
+            stop_process(redis, timeout=10)
         stop_process(emulator, timeout=10)
     print(f"{'endpoint':<24} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     for path in scripts:
@@ -145,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path:<24} {r['requests_per_s']:>8} {r.get('p50_ms', 0):>8} {r.get('p90_ms', 0):>8} "
               f"{r.get('p99_ms', 0):>8} {r['non_2xx']:>8}")
     print(f"pubsub emulator publish (batched): {results['pubsub_emulator']['publish_msgs_per_s']} msgs/s")
-    print(json.dumps({"connections": args.connections, "seconds": args.seconds, **results}))
+    print(json.dumps({"connections": args.connections, "seconds": args.seconds, "shared_state": args.shared_state,
+                      **results}))
     return 0 if all(results[p]["non_2xx"] == 0 for p in scripts) else 1
 
 
