@@ -53,7 +53,8 @@ class StageConfigs:
             hot=o.hot_threshold, warm=o.warm_threshold, retries=o.scorer_retries, token_secret=o.scorer_token_secret)
         reference = ReferenceConfig(o.reference_data, o.source_registry,
                                     o.reference_refresh_seconds if streaming else 0.0, o.unverified_source_reliability)
-        routing = RoutingConfig(reference, o.assignment_sla_seconds, streaming, clock) if o.routing == "on" else None
+        routing = RoutingConfig(reference, o.assignment_sla_seconds, streaming, clock, o.max_queue_seconds,
+                                o.overflow_seconds, o.max_missed_offers) if o.routing == "on" else None
         return cls(
             parse=ParseStageConfig(o.max_payload_bytes, o.google_ads_key, o.source_registry, o.max_unit_seconds,
                                    parse_limits(o)),
