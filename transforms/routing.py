@@ -299,6 +299,12 @@ def manual_review(lead: Lead, reason: str, at: datetime, now: datetime, attempt:
     return [(LEAD, reviewed), *out] if first else out
 
 
+def audit(free: list[Agent], chosen: Agent | None, skipped: dict[str, str]) -> dict:
+    """The ``decision`` column of an offer or a wait: who could take it, who got it, why each other agent did not."""
+    return {"candidates": [a.agent_id for a in free], "chosen": chosen.agent_id if chosen else None,
+            "skipped": [{"agent_id": a, "reason": why} for a, why in skipped.items()]}
+
+
 def _offer(ref: ReferenceData, state: TeamState, lead: Lead, at: datetime, now: datetime, rules: Rules,
            attempt: int, offered: tuple[str, ...], action: str, reason: str | None = None,
            announced: bool = False) -> list[Output]:
@@ -308,7 +314,7 @@ def _offer(ref: ReferenceData, state: TeamState, lead: Lead, at: datetime, now: 
     agent = pick_agent(state, free)
     if agent is None:
         return _no_agent(ref, state, lead, at, now, rules, attempt, offered, announced, skipped)
-    decision = {"candidates": [a.agent_id for a in free], "chosen": agent.agent_id, "skipped": skipped}
+    decision = audit(free, agent, skipped)
     deadline = at + rules.sla if rules.sla is not None else None
     assigned = evolve(lead, agent_id=agent.agent_id, routing_status="assigned", routing_reason=None, routed_at=at) \
         if first else evolve(lead, agent_id=agent.agent_id)
@@ -323,7 +329,7 @@ def _offer(ref: ReferenceData, state: TeamState, lead: Lead, at: datetime, now: 
 def _no_agent(ref: ReferenceData, state: TeamState, lead: Lead, at: datetime, now: datetime, rules: Rules,
               attempt: int, offered: tuple[str, ...], announced: bool, skipped: dict[str, str]) -> list[Output]:
     staffed = [a for a in ref.agents.get(lead.team, ()) if a.available]
-    decision = {"candidates": [], "chosen": None, "skipped": skipped}
+    decision = audit([], None, skipped)
     if not staffed:
         return manual_review(lead, "no_agents_in_team", at, now, attempt, not announced, decision)
     if all(a.agent_id in offered for a in staffed):

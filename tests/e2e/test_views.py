@@ -72,8 +72,8 @@ def approx_rows(rows: list[dict]) -> list[dict]:
 def test_view_files_say_what_they_answer_and_use_only_the_two_placeholders():
     views = bq.load_views()
     assert [v.name for v in views] == [
-        "daily_leads_by_source", "dead_letters_daily", "leads_current", "provider_overlap", "score_distribution",
-        "source_reliability", "speed_to_lead"]
+        "daily_leads_by_source", "dead_letters_daily", "leads_current", "provider_overlap", "routing_decisions",
+        "score_distribution", "source_reliability", "speed_to_lead"]
     for view in views:
         assert view.template.startswith("-- Question: ") and len(view.question) > 60, view.name
         sql = view.sql("my-project", "my_dataset")

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.leads import WED_15_UTC, lead_record
+from tests.helpers.desk import AGENT_ROW, RULES, SLA, T, ev, lead, world
 from transforms.reference import ReferenceDataError, build_reference, load_reference
 from transforms.routing import (
-    AgentEvent,
     Rules,
     TeamState,
     advance,
@@ -21,37 +20,11 @@ from transforms.routing import (
     next_wake,
     on_agent_event,
     pick_agent,
-    route_lead,
 )
 
-BUNDLED = load_reference()
-SLA = timedelta(seconds=120)
-RULES = Rules(SLA)
-T = WED_15_UTC  # Wednesday 10:00 in New York
-AGENT_ROW = dict(display_name="", timezone="America/New_York", work_days="Mon-Sun", work_start="00:00",
-                 work_end="24:00", available="true", max_open="")
 
-
-def world(agents: dict[str, dict], overflow: str = ""):
-    """Territory us-east (NY) -> team desk-a (overflowing to desk-b when ``overflow``); ``agents``: id -> row."""
-    territories = [("territories.csv:2", dict(territory_id="us-east", country="US", match_type="state",
-                                              match_values="NY")),
-                   ("territories.csv:3", dict(territory_id="us-other", country="US", match_type="country",
-                                              match_values="US"))]
-    teams = [("teams.csv:2", dict(team_id="desk-a", territory_id="us-east", priority_tier="*",
-                                  overflow_team=overflow)),
-             ("teams.csv:3", dict(team_id="desk-b", territory_id="us-other", priority_tier="*", overflow_team=""))]
-    rows = [(f"agents.csv:{i}", {**AGENT_ROW, "agent_id": a, "team_id": "desk-a", "capacity": "1", **row})
-            for i, (a, row) in enumerate(agents.items(), 2)]
-    return build_reference(BUNDLED.sources, territories, teams, rows)
-
-
-def lead(ref, lead_id, at=T, tier=None):
-    return route_lead(ref, lead_record(lead_id, state="NY", first_seen_at=at, priority_tier=tier))
-
-
-def ev(event_id, agent, kind, at, lead_id=None):
-    return AgentEvent(event_id, agent, kind, at, lead_id)
+def skips(decision: str) -> dict[str, str]:
+    return {s["agent_id"]: s["reason"] for s in json.loads(decision)["skipped"]}
 
 
 def steps(outs, *actions):
@@ -67,7 +40,7 @@ def test_a_lead_waits_and_is_offered_the_moment_an_agent_comes_online():
     row, queued = outs[0][1], outs[1][1]
     assert (row.routing_status, row.routing_reason, row.agent_id) == ("queued", "no_available_agent", None)
     assert (queued.action, queued.reason) == ("queued", "no_available_agent")
-    assert json.loads(queued.decision)["skipped"] == {"a1": "away", "a2": "offline"}
+    assert skips(queued.decision) == {"a1": "away", "a2": "offline"}
     assert list(state.queue) == ["L1"] and not state.pending
     back = T + timedelta(seconds=40)
     outs = on_agent_event(ref, state, "desk-a", ev("o1", "a2", "online", back), T, RULES)
@@ -86,7 +59,7 @@ def test_the_queue_is_offered_by_tier_then_oldest_first():
     for i, (lid, tier) in enumerate(order, 1):
         outs = dispatch_lead(ref, state, lead(ref, lid, T + timedelta(seconds=i), tier), T + timedelta(seconds=i),
                              T, RULES)
-        assert json.loads(steps_rows(outs, "queued")[0].decision)["skipped"] == {"a1": "at_cap"}
+        assert skips(steps_rows(outs, "queued")[0].decision) == {"a1": "at_cap"}
     offered, current, t = [], "L0", T + timedelta(seconds=10)
     for i in range(len(order)):
         on_agent_event(ref, state, "desk-a", ev(f"acc{i}", "a1", "accepted", t, current), T, RULES)
@@ -117,7 +90,7 @@ def test_manual_review_after_max_queue_seconds_or_when_the_team_has_no_agents():
     outs = dispatch_lead(empty, TeamState(), lead(empty, "L2"), T, T, rules)
     assert [k for k, _ in outs] == ["lead", "manual_review", "assignment"]
     assert outs[0][1].routing_reason == "no_agents_in_team"
-    assert json.loads(outs[2][1].decision)["skipped"] == {"a1": "unavailable"}
+    assert skips(outs[2][1].decision) == {"a1": "unavailable"}
 
 
 def test_no_agent_ever_holds_more_than_max_open_open_leads():
@@ -169,10 +142,9 @@ def test_every_offer_names_the_candidates_and_why_each_other_agent_was_skipped()
     offer = steps_rows(outs, "assigned")[0]
     decision = json.loads(offer.decision)
     assert decision["chosen"] == offer.agent_id and decision["candidates"] == ["free", "other"]
-    assert decision["skipped"] == {"busy": "at_cap", "away": "away", "off": "unavailable", "night": "off_shift"}
+    assert skips(offer.decision) == {"busy": "at_cap", "away": "away", "off": "unavailable", "night": "off_shift"}
     expired = advance(ref, state, T + SLA, T, Rules(SLA, max_missed=5))  # L0 re-offered: 'busy' stays online
-    again = json.loads(steps_rows(expired, "reassigned")[0].decision)
-    assert again["skipped"]["busy"] == "already_offered"
+    assert skips(steps_rows(expired, "reassigned")[0].decision)["busy"] == "already_offered"
 
 
 def test_a_waiting_lead_moves_to_the_overflow_team_after_overflow_seconds():
