@@ -210,11 +210,11 @@ class Assignment:
     sla_deadline: datetime | None = doc("For assigned/reassigned: when the assignment expires unless accepted.")
     agent_event_id: str | None = doc("The agent event that caused this step, when one did.")
     processed_at: datetime = doc("When the pipeline wrote this row (UTC).")
-    decision: Json | None = doc("The audit of this step. Offers (assigned, reassigned) and waits (queued, "
-                                "manual_review): {candidates: free agents considered, chosen, skipped: [{agent_id, "
-                                "reason: unavailable | away | offline | already_offered | off_shift | at_cap}]}; "
-                                "dequeued: "
-                                "{waited_seconds}; overflowed: {from, to, waited_seconds}.", default=None)
+    decision: Json | None = doc(
+        "The audit of this step. Offers (assigned, reassigned) and waits (queued, manual_review): {candidates: free "
+        "agents considered, chosen, skipped: [{agent_id, reason: unavailable | away | offline | already_offered | "
+        "off_shift | at_cap}]; offers also open_before / max_open of the chosen agent}; dequeued: {waited_seconds}; "
+        "overflowed: {from, to, waited_seconds}.", default=None)
 
 
 @dataclass

@@ -255,9 +255,9 @@ class DispatchGroupsDoFn(ReferenceDoFn):
     def process(self, grouped, ref=None):
         desk, items = grouped
         ref, state, now = self.reference(ref), TeamState(), utcnow()
-        # leads before agent events at the same instant; then by id for a deterministic order
-        ordered = sorted(items, key=lambda x: (x[2], x[0] != "lead", getattr(x[1], "lead_id", None) or
-                                               getattr(x[1], "event_id", "")))
+        # leads before agent events at the same instant; then by lead id / event id for a deterministic order
+        ordered = sorted(items, key=lambda x: (x[2], x[0] != "lead", x[1].lead_id if x[0] == "lead" else
+                                               x[1].event_id))
         for kind, item, at in ordered:
             if kind == "lead":
                 outputs = dispatch_lead(ref, state, item, at, now, self.rules)

@@ -310,11 +310,12 @@ def _offer(ref: ReferenceData, state: TeamState, lead: Lead, at: datetime, now: 
            announced: bool = False) -> list[Output]:
     """Offer ``lead`` to the next free agent of its team; else it waits in the queue or goes to manual review."""
     first = not announced
-    free, skipped = screen(ref, state, lead.team, at, offered)
+    load = state.load()
+    free, skipped = screen(ref, state, lead.team, at, offered, load)
     agent = pick_agent(state, free)
     if agent is None:
         return _no_agent(ref, state, lead, at, now, rules, attempt, offered, announced, skipped)
-    decision = audit(free, agent, skipped)
+    decision = {**audit(free, agent, skipped), "open_before": load[agent.agent_id], "max_open": agent.cap}
     deadline = at + rules.sla if rules.sla is not None else None
     assigned = evolve(lead, agent_id=agent.agent_id, routing_status="assigned", routing_reason=None, routed_at=at) \
         if first else evolve(lead, agent_id=agent.agent_id)
