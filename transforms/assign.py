@@ -36,7 +36,7 @@ from apache_beam.utils.timestamp import Timestamp
 from jsonschema import Draft202012Validator
 
 from schemas.derive import evolve, json_schema
-from schemas.records import AgentEventPayload, Lead
+from schemas.records import AgentEventPayload, Lead, LeadEvent, LeadMerge
 from transforms.enrich import ReferenceConfig, ReferenceDoFn, reference_side_inputs
 from transforms.messages import InputMessage, dead_letter_for_message, utcnow
 from transforms.parsers.api import _FORMAT_CHECKER
@@ -48,6 +48,7 @@ from transforms.routing import (
     LEAD,
     MANUAL_REVIEW,
     AgentEvent,
+    PersonEvent,
     Rules,
     TeamState,
     advance,
@@ -55,6 +56,7 @@ from transforms.routing import (
     manual_review,
     next_wake,
     on_agent_event,
+    on_person_event,
     routing_columns,
 )
 
@@ -170,6 +172,35 @@ class ParseAgentEventsDoFn(ReferenceDoFn):
         yield self.reference(ref).desk(agent.team_id), ("agent", ev, ev.at)
 
 
+OWNER_OUTCOMES = ("duplicate_same_source", "cross_source")  # later events of a known person
+
+
+def update_record(e: LeadEvent) -> Lead:
+    """A later event's facts as the record its owner is sent (a delivery of kind ``update``)."""
+    return Lead(lead_id=e.lead_id, identity_key=e.identity_key, phone_e164=e.phone_e164, email=e.email,
+                full_name=e.full_name, first_name=None, last_name=None, country=None, postal_code=None, city=None,
+                state=None, property_address=None, message=None, primary_source=e.source_id,
+                primary_provider=e.provider, first_seen_at=e.event_time, is_test=e.is_test,
+                processed_at=e.processed_at)
+
+
+class PersonEventsToDesksDoFn(ReferenceDoFn):
+    """Later events of known persons and merges -> (desk, person event) for every desk: the event does not say
+    which desk holds the person's lead, and only that desk acts on it (the others hold nothing for it)."""
+
+    def process(self, record, ref=None):
+        if isinstance(record, LeadMerge):
+            pe = PersonEvent(f"merge:{record.merged_lead_id}:{record.event_id}", record.merged_lead_id,
+                             record.merged_at, merged_into=record.into_lead_id)
+        elif record.outcome in OWNER_OUTCOMES:
+            pe = PersonEvent(record.event_id, record.lead_id, record.event_time, update_record(record))
+        else:
+            return
+        ref = self.reference(ref)
+        for desk in sorted({ref.desk(team) for team in ref.agents}):
+            yield desk, ("person", pe, pe.at)
+
+
 def _tagged(outputs):
     for kind, record in outputs:
         yield beam.pvalue.TaggedOutput(kind, record)
@@ -223,6 +254,8 @@ class DispatchDoFn(ReferenceDoFn):
         ref, state, now = self.reference(None), team_state.read() or TeamState(), self._now()
         if kind == "lead":
             outputs = dispatch_lead(ref, state, item, now, now, self.rules)
+        elif kind == "person":
+            outputs = on_person_event(ref, state, item, now, now, self.rules)
         else:
             outputs = on_agent_event(ref, state, desk, item, now, self.rules, at=now)
         team_state.write(state)
@@ -261,6 +294,8 @@ class DispatchGroupsDoFn(ReferenceDoFn):
         for kind, item, at in ordered:
             if kind == "lead":
                 outputs = dispatch_lead(ref, state, item, at, now, self.rules)
+            elif kind == "person":
+                outputs = on_person_event(ref, state, item, at, now, self.rules)
             else:
                 outputs = on_agent_event(ref, state, desk, item, now, self.rules)
             self.expired.inc(sum(1 for k, r in outputs if k == ASSIGNMENT and r.action == "expired"))
@@ -291,7 +326,8 @@ class RoutingConfig:
 
 
 class RouteAndAssign(beam.PTransform):
-    """``{"leads": enriched leads, "agent_events": messages (optional), "reference": reference data (optional)}``
+    """``{"leads": enriched leads, "agent_events": messages (optional), "person_events": LeadEvent and LeadMerge
+    records (optional, with agent events: the owner first), "reference": reference data (optional)}``
     -> ``{lead, delivery, manual_review, assignment, agent_status, dead_letters}`` (dead_letters of the agent
     events; empty without them). Without a ``reference`` input the DoFns read it from their worker cache."""
 
@@ -308,7 +344,11 @@ class RouteAndAssign(beam.PTransform):
             events = inputs["agent_events"] | "ParseAgentEvents" >> beam.ParDo(
                 ParseAgentEventsDoFn(c.reference), **side).with_output_types(tuple[str, RoutingItem]).with_outputs(
                 DEAD_LETTERS, main="keyed")
-            merged = (prepared.keyed, events.keyed) | "ByTeam" >> beam.Flatten()
+            keyed = [prepared.keyed, events.keyed]
+            if "person_events" in inputs:  # the owner first: later events of known persons, and merges
+                keyed.append(inputs["person_events"] | "PersonEventsToDesks" >> beam.ParDo(
+                    PersonEventsToDesksDoFn(c.reference), **side).with_output_types(tuple[str, RoutingItem]))
+            merged = keyed | "ByTeam" >> beam.Flatten()
             dead = events[DEAD_LETTERS]
         else:  # nobody can accept, so assignments do not expire
             merged = prepared.keyed

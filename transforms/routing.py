@@ -185,7 +185,7 @@ class TeamState:
     closed: dict[str, datetime] = field(default_factory=dict)  # lead -> when it stopped pending
     seen_events: dict[str, datetime] = field(default_factory=dict)  # agent event ids (repeats ignored)
     queue: dict[str, Waiting] = field(default_factory=dict)
-    accepted: dict[str, tuple[str, datetime]] = field(default_factory=dict)  # lead -> (agent, when): until closed
+    accepted: dict[str, tuple[str, datetime, int]] = field(default_factory=dict)  # lead -> (agent, when, attempt)
     missed: dict[str, int] = field(default_factory=dict)  # agent -> offers let expire in a row
     time: datetime | None = None  # the latest instant the dispatcher has handled
 
@@ -195,7 +195,7 @@ class TeamState:
     def load(self) -> Counter:
         """Open leads per agent: offered and awaiting an answer, or accepted and not closed."""
         held = Counter(p.agent_id for p in self.pending.values())
-        held.update(agent for agent, _ in self.accepted.values())
+        held.update(v[0] for v in self.accepted.values())
         return held
 
     def next_deadline(self) -> datetime | None:
@@ -206,6 +206,18 @@ class TeamState:
         self.closed = {k: t for k, t in self.closed.items() if t >= cutoff}
         self.seen_events = {k: t for k, t in self.seen_events.items() if t >= cutoff}
         self.accepted = {k: v for k, v in self.accepted.items() if v[1] >= cutoff}  # never closed: let go
+
+
+@dataclass(frozen=True)
+class PersonEvent:
+    """A later event of a known person (a duplicate, another source) with its facts as ``update``, or a merge
+    (``merged_into`` set: ``lead_id`` now counts under it): what owner-first routing needs."""
+
+    event_id: str
+    lead_id: str
+    at: datetime
+    update: Lead | None = None
+    merged_into: str | None = None
 
 
 @dataclass(frozen=True)
@@ -518,9 +530,44 @@ def _apply(ref: ReferenceData, state: TeamState, team: str, ev: AgentEvent, now:
     if ev.type == "accepted":
         del state.pending[lead_id]
         state.closed[lead_id] = ev.at
-        state.accepted[lead_id] = (ev.agent_id, ev.at)
+        state.accepted[lead_id] = (ev.agent_id, ev.at, p.attempt)
         return [(ASSIGNMENT, _step(p.lead, "accepted", p.attempt, ev.at, now, agent_id=ev.agent_id,
                                    event_id=ev.event_id))]
     out: list[Output] = [(ASSIGNMENT, _step(p.lead, "rejected", p.attempt, ev.at, now, agent_id=ev.agent_id,
                                             reason="agent_rejected", event_id=ev.event_id))]
     return out + _reassign(ref, state, p, ev.at, now, rules, "agent_rejected")
+
+
+def on_person_event(ref: ReferenceData, state: TeamState, pe: PersonEvent, at: datetime, now: datetime,
+                    rules: Rules) -> list[Output]:
+    """The owner first: a new event of a person whose lead an agent of this desk accepted goes to that agent as an
+    ``update`` delivery when the agent is available; otherwise the person is offered through the normal rules (the
+    next free agent, or the queue). A merge carries the absorbed lead's owner over to the survivor. Desks that do
+    not hold the lead do nothing."""
+    if pe.event_id in state.seen_events:
+        return []
+    state.seen_events[pe.event_id] = pe.at
+    out = advance(ref, state, at, now, rules)
+    held = state.accepted.get(pe.lead_id)
+    if pe.merged_into is not None:
+        if held is not None:
+            del state.accepted[pe.lead_id]
+            state.accepted.setdefault(pe.merged_into, held)  # the survivor's own owner, if any, stays
+        return out
+    if held is None or pe.update is None:
+        return out
+    owner_id, _, attempt = held
+    owner = ref.agent(owner_id)
+    team = owner.team_id if owner is not None else pe.update.team
+    lead = evolve(pe.update, team=team, territory=pe.update.territory, agent_id=owner_id)
+    why = skip_reason(state, owner, at, (), Counter()) if owner is not None else "unavailable"
+    if why is None:
+        return [*out, (DELIVERY, evolve(lead, routing_status="update")),
+                (ASSIGNMENT, _step(lead, "owner_update", attempt, at, now, agent_id=owner_id,
+                                   reason="owner_first", event_id=pe.event_id))]
+    del state.accepted[pe.lead_id]  # the owner cannot take it now: the person is offered afresh
+    out.append((ASSIGNMENT, _step(lead, "owner_unavailable", attempt, at, now, agent_id=owner_id, reason=why,
+                                  event_id=pe.event_id)))
+    out.extend(_offer(ref, state, evolve(lead, agent_id=None), at, now, rules, attempt + 1, (), "reassigned",
+                      "owner_unavailable", announced=True))
+    return out

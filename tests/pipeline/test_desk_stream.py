@@ -70,7 +70,7 @@ def scenario(reference: str, seed: int, n_leads: int, n_events: int):
     events = []
     for i in range(n_events):
         offers = sorted((p.agent_id, lid) for lid, p in state.pending.items())
-        held = sorted((agent, lid) for lid, (agent, _) in state.accepted.items())
+        held = sorted((agent, lid) for lid, (agent, *_) in state.accepted.items())
         roll = rng.random()
         if roll < 0.4 and offers:
             (agent, lid), kind = rng.choice(offers), rng.choice(["accepted", "accepted", "accepted", "rejected"])

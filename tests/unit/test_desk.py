@@ -11,14 +11,17 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.desk import AGENT_ROW, RULES, SLA, T, ev, lead, world
+from tests.helpers.leads import lead_record
 from transforms.reference import ReferenceDataError, build_reference, load_reference
 from transforms.routing import (
+    PersonEvent,
     Rules,
     TeamState,
     advance,
     dispatch_lead,
     next_wake,
     on_agent_event,
+    on_person_event,
     pick_agent,
 )
 
@@ -113,7 +116,7 @@ def test_no_agent_ever_holds_more_than_max_open_open_leads():
                 lid, agent = rng.choice(offers)
                 kind = "accepted" if rng.random() < 0.8 else "rejected"
             elif roll < 0.9 and taken:
-                lid, (agent, _) = rng.choice(taken)
+                lid, (agent, *_) = rng.choice(taken)
                 kind = "closed"
             else:
                 lid, agent, kind = None, rng.choice(list(caps)), rng.choice(["online", "away", "online"])
@@ -263,3 +266,48 @@ def test_bad_overflow_and_cap_rows_fail_at_load_with_file_and_line(tmp_path, tab
     cycle_lines = {2, 3}  # a cycle names the row of one of its teams (nyc-priority -> nyc-sales -> nyc-priority)
     assert (f"{path}:{line}:" in str(e.value)) or ("cycle" in message and any(
         f"{path}:{n}:" in str(e.value) for n in cycle_lines))
+
+
+def _accepted(ref, state, lead_id, agent, at=T):
+    dispatch_lead(ref, state, lead(ref, lead_id, at), at, T, RULES)
+    assert state.pending[lead_id].agent_id == agent
+    on_agent_event(ref, state, "desk-a", ev(f"acc-{lead_id}", agent, "accepted", at, lead_id), T, RULES)
+
+
+def test_the_owner_first_a_later_event_goes_to_the_agent_who_accepted_the_person():
+    ref = world({"a1": {"max_open": "1"}, "a2": {}})
+    state = TeamState()
+    _accepted(ref, state, "L1", "a1")
+    later = T + timedelta(minutes=5)
+    update = lead_record("L1", first_seen_at=later, primary_source="zillow")
+    outs = on_person_event(ref, state, PersonEvent("ev-2", "L1", later, update), later, T, RULES)
+    assert [(k, r.agent_id) for k, r in outs] == [("delivery", "a1"), ("assignment", "a1")]
+    delivery, row = outs[0][1], outs[1][1]
+    assert delivery.routing_status == "update" and delivery.team == "desk-a"  # not a new offer: a1 is at cap
+    assert (row.action, row.reason, row.agent_event_id) == ("owner_update", "owner_first", "ev-2")
+    assert not state.pending and state.accepted["L1"][0] == "a1"
+    assert on_person_event(ref, state, PersonEvent("ev-2", "L1", later, update), later, T, RULES) == []  # a repeat
+    # a desk that does not hold the lead does nothing
+    assert on_person_event(ref, TeamState(), PersonEvent("ev-3", "L1", later, update), later, T, RULES) == []
+
+
+def test_the_owner_away_sends_the_person_through_the_normal_rules():
+    ref = world({"a1": {}, "a2": {}})
+    state = TeamState()
+    _accepted(ref, state, "L1", "a1")
+    on_agent_event(ref, state, "desk-a", ev("away", "a1", "away", T), T, RULES)
+    later = T + timedelta(minutes=5)
+    outs = on_person_event(ref, state, PersonEvent("ev-2", "L1", later, lead_record("L1")), later, T, RULES)
+    assert steps(outs) == [("owner_unavailable", "L1", "a1", "away"), ("reassigned", "L1", "a2", "owner_unavailable")]
+    assert state.pending["L1"].agent_id == "a2" and "L1" not in state.accepted
+    assert [r.routing_status for k, r in outs if k == "delivery"] == [None]  # an offer, not an update
+
+
+def test_after_a_merge_the_survivor_goes_to_the_owner_of_the_absorbed_lead():
+    ref = world({"a1": {}, "a2": {}})
+    state = TeamState()
+    _accepted(ref, state, "L1", "a1")
+    later = T + timedelta(minutes=1)
+    assert on_person_event(ref, state, PersonEvent("merge:L1", "L1", later, merged_into="L0"), later, T, RULES) == []
+    outs = on_person_event(ref, state, PersonEvent("ev-9", "L0", later, lead_record("L0")), later, T, RULES)
+    assert steps(outs) == [("owner_update", "L0", "a1", "owner_first")]
