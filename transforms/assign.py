@@ -316,13 +316,15 @@ class RoutingConfig:
     max_queue_seconds: float = 900.0
     overflow_seconds: float | None = None
     max_missed_offers: int = 1
+    waiting_queue: bool = True  # False, caps False: the rules before the queue and caps (leadflow simulate-desk)
+    caps: bool = True
 
     def rules(self, with_agent_events: bool) -> Rules:
         """Without agent events nothing can accept, so offers do not expire and nothing waits."""
         return Rules(timedelta(seconds=self.sla_seconds) if with_agent_events else None,
                      timedelta(seconds=self.max_queue_seconds),
                      timedelta(seconds=self.overflow_seconds) if self.overflow_seconds is not None else None,
-                     self.max_missed_offers)
+                     self.max_missed_offers, self.waiting_queue, self.caps)
 
 
 class RouteAndAssign(beam.PTransform):

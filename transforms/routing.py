@@ -142,6 +142,8 @@ class Rules:
     max_queue: timedelta = timedelta(seconds=900)
     overflow: timedelta | None = None  # None: waiting leads never move to the overflow team
     max_missed: int = 1  # offers an agent lets expire in a row before it is set offline
+    queue: bool = True  # False: the rules before the queue (no free agent: manual review at once)
+    caps: bool = True  # False: the rules before caps (max_open ignored; capacity only weighs the round robin)
 
 
 @dataclass
@@ -235,7 +237,8 @@ LEAD, DELIVERY, MANUAL_REVIEW, ASSIGNMENT, AGENT_STATUS = "lead", "delivery", "m
 Output = tuple[str, Any]
 
 
-def skip_reason(state: TeamState, agent: Agent, at: datetime, offered: tuple[str, ...], load: Counter) -> str | None:
+def skip_reason(state: TeamState, agent: Agent, at: datetime, offered: tuple[str, ...], load: Counter | None
+                ) -> str | None:
     """Why ``agent`` cannot be offered a lead now (None: it can)."""
     if not agent.available:
         return "unavailable"
@@ -245,15 +248,15 @@ def skip_reason(state: TeamState, agent: Agent, at: datetime, offered: tuple[str
         return "already_offered"
     if not agent.on_shift(at):
         return "off_shift"
-    if load[agent.agent_id] >= agent.cap:
+    if load is not None and load[agent.agent_id] >= agent.cap:
         return "at_cap"
     return None
 
 
 def screen(ref: ReferenceData, state: TeamState, team: str, at: datetime, offered: tuple[str, ...] = (),
-           load: Counter | None = None) -> tuple[list[Agent], dict[str, str]]:
+           load: Counter | None = None, caps: bool = True) -> tuple[list[Agent], dict[str, str]]:
     """(the team's agents who can be offered a lead now, file order; every other agent -> why it is skipped)."""
-    load = state.load() if load is None else load
+    load = (state.load() if load is None else load) if caps else None
     free, skipped = [], {}
     for a in ref.agents.get(team, ()):
         why = skip_reason(state, a, at, offered, load)
@@ -323,7 +326,7 @@ def _offer(ref: ReferenceData, state: TeamState, lead: Lead, at: datetime, now: 
     """Offer ``lead`` to the next free agent of its team; else it waits in the queue or goes to manual review."""
     first = not announced
     load = state.load()
-    free, skipped = screen(ref, state, lead.team, at, offered, load)
+    free, skipped = screen(ref, state, lead.team, at, offered, load, rules.caps)
     agent = pick_agent(state, free)
     if agent is None:
         return _no_agent(ref, state, lead, at, now, rules, attempt, offered, announced, skipped)
@@ -347,7 +350,7 @@ def _no_agent(ref: ReferenceData, state: TeamState, lead: Lead, at: datetime, no
         return manual_review(lead, "no_agents_in_team", at, now, attempt, not announced, decision)
     if all(a.agent_id in offered for a in staffed):
         return manual_review(lead, "all_agents_offered", at, now, attempt, not announced, decision)
-    if rules.sla is None:  # nothing can free an agent: waiting is pointless
+    if rules.sla is None or not rules.queue:  # nothing can free an agent (or no queue): manual review now
         return manual_review(lead, "no_available_agent", at, now, attempt, not announced, decision)
     on_shift = [a for a in staffed if a.on_shift(at)]
     reason, since = "no_available_agent", at
@@ -373,7 +376,7 @@ def drain(ref: ReferenceData, state: TeamState, at: datetime, now: datetime, rul
     for w in sorted(state.queue.values(), key=Waiting.order):
         if (w.lead.team, w.offered) in blocked:
             continue
-        if not screen(ref, state, w.lead.team, at, w.offered)[0]:
+        if not screen(ref, state, w.lead.team, at, w.offered, caps=rules.caps)[0]:
             blocked.add((w.lead.team, w.offered))
             continue
         del state.queue[w.lead.lead_id]
