@@ -63,6 +63,7 @@ HOURLY = [1, 1, 1, 1, 1, 2, 3, 5, 7, 9, 10, 10, 8, 8, 9, 10, 9, 7, 6, 5, 4, 3, 2
 SHIFTS = {"early": ("07:00", "15:00"), "day": ("09:00", "17:00"), "late": ("12:00", "20:00"),
           "evening": ("15:00", "23:00")}
 TEAMS = {"east-sales": "NY;NJ;CT;MA;PA", "west-sales": "CA;WA;OR;NV;AZ"}
+RELEASES = ("rejected", "expired", "closed")
 RULE_SETS = {"today": dict(waiting_queue=False, caps=False), "desk": dict(waiting_queue=True, caps=True)}
 
 
@@ -219,7 +220,9 @@ def _pct(values: list[float], q: float) -> float | None:
 
 def figures(out: Path, ref) -> dict[str, Any]:
     """The day's figures from the pipeline's own rows."""
-    steps = sorted(read_table(str(out), "lead_assignments"), key=lambda r: (r["action_at"], r["attempt"]))
+    # at one instant, what frees an agent (a rejection, expiry, closing) comes before the offer it made possible
+    steps = sorted(read_table(str(out), "lead_assignments"),
+                   key=lambda r: (r["action_at"], r["action"] not in RELEASES, r["attempt"]))
     first_offer, accepted, waits = {}, {}, []
     manual = Counter()
     open_now: dict[str, set] = defaultdict(set)
@@ -233,7 +236,7 @@ def figures(out: Path, ref) -> dict[str, Any]:
             worst[s["agent_id"]] = max(worst[s["agent_id"]], len(open_now[s["agent_id"]]))
         elif s["action"] == "accepted":
             accepted.setdefault(lead, (at - since).total_seconds())
-        elif s["action"] in ("rejected", "expired", "closed") and s["agent_id"]:
+        elif s["action"] in RELEASES and s["agent_id"]:
             open_now[s["agent_id"]].discard(lead)
         elif s["action"] == "dequeued":
             waits.append(json.loads(s["decision"])["waited_seconds"])
@@ -282,7 +285,7 @@ def format_report(r: dict[str, Any]) -> str:
     rows = [("manual review (leads)", "manual_review_total"), ("time to first offer p50 s", "first_offer_p50_s"),
             ("time to first offer p90 s", "first_offer_p90_s"), ("time to acceptance p50 s", "acceptance_p50_s"),
             ("time to acceptance p90 s", "acceptance_p90_s"), ("leads accepted", "leads_accepted"),
-            ("leads that waited", "queued"), ("queue wait p50 s", "queue_wait_p50_s"),
+            ("waits in the queue", "queued"), ("queue wait p50 s", "queue_wait_p50_s"),
             ("queue wait p90 s", "queue_wait_p90_s"), ("agents over their cap", "agents_over_cap")]
     lines = [f"simulated day: {r['leads']} leads, {r['agents']} agents, seed {r['seed']}",
              f"{'':28}{'today':>12}{'desk':>12}"]
