@@ -16,6 +16,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
@@ -124,10 +125,16 @@ def run_bounded(reference, leads, events) -> list:
                            max_missed_offers=2)
     record({"leads": p | "Leads" >> beam.Create(leads), "agent_events": p | "Events" >> beam.Create([*events, tail])}
            | RouteAndAssign(config), name)
-    p.run().wait_until_finish()
+    result = p.run()
+    result.wait_until_finish()
     rows = take(name)
+    QUEUE_METRICS.update({m.key.metric.name: m.committed for m in result.metrics().query(
+        MetricsFilter().with_namespace("route"))["distributions"]})
     assert [r[2:6] for r in rows if r[1] == "tail"] == [("ignored", 0, "agt-use-1", "unknown_lead")]
     return [r for r in rows if r[1] != "tail"]
+
+
+QUEUE_METRICS: dict = {}  # the bounded run's queue distributions (Beam Metrics)
 
 
 def decisions(rows) -> Counter:
@@ -148,3 +155,6 @@ def test_streaming_and_bounded_runs_agree_and_never_pass_a_cap(reference):
     assert any(s["reason"] == "at_cap" for r in streaming if r[0] == "step" and r[6]
                for s in json.loads(r[6]).get("skipped", []))
     assert {r[3] for r in streaming if r[0] == "status"} <= {"missed_offers", "agent_event"}
+    # queue length and oldest wait are Beam Metrics (distributions over every dispatcher step)
+    assert QUEUE_METRICS["queue_length"].max >= 1 and QUEUE_METRICS["queue_length"].count > 0
+    assert QUEUE_METRICS["queue_oldest_wait_seconds"].count == QUEUE_METRICS["queue_length"].count
