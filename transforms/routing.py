@@ -372,8 +372,15 @@ def _waited(w: Waiting, at: datetime) -> dict:
 def drain(ref: ReferenceData, state: TeamState, at: datetime, now: datetime, rules: Rules) -> list[Output]:
     """Offer waiting leads, highest tier then oldest first, while their teams have free agents."""
     out: list[Output] = []
+    if not state.queue:
+        return out
+    load = state.load()
+    open_teams = {t for t in {w.lead.team for w in state.queue.values()}
+                  if screen(ref, state, t, at, (), load, rules.caps)[0]}
+    if not open_teams:  # the common case while leads wait: nobody free in any of their teams
+        return out
     blocked: set[tuple[str, tuple[str, ...]]] = set()  # (team, offered) found without a free agent
-    for w in sorted(state.queue.values(), key=Waiting.order):
+    for w in sorted((w for w in state.queue.values() if w.lead.team in open_teams), key=Waiting.order):
         if (w.lead.team, w.offered) in blocked:
             continue
         if not screen(ref, state, w.lead.team, at, w.offered, caps=rules.caps)[0]:
@@ -410,12 +417,14 @@ def next_wake(ref: ReferenceData, state: TeamState, rules: Rules) -> datetime | 
     """The next instant the desk must act without an input: an offer's SLA deadline, a waiting lead's queue
     limit or overflow, or (with leads waiting) the next shift start of an agent of their teams."""
     times = [p.deadline for p in state.pending.values() if p.deadline is not None]
-    teams = set()
-    for w in state.queue.values():
-        times.append(w.since + rules.max_queue)
-        if rules.overflow is not None and ref.overflow.get(w.lead.team):
-            times.append(w.team_since + rules.overflow)
-        teams.add(w.lead.team)
+    queue = state.queue.values()
+    if queue:
+        times.append(min(w.since for w in queue) + rules.max_queue)
+    if queue and rules.overflow is not None and ref.overflow:
+        moving = [w.team_since for w in queue if w.lead.team in ref.overflow]
+        if moving:
+            times.append(min(moving) + rules.overflow)
+    teams = {w.lead.team for w in queue}
     if state.time is not None:
         for team in teams:
             for a in ref.agents.get(team, ()):
