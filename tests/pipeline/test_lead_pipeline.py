@@ -270,5 +270,13 @@ def test_every_lead_is_routed_and_the_assignment_history_is_consistent(sample_ru
                 assert after["attempt"] == before["attempt"] + 1
     actions = {s["action"] for s in steps}
     assert {"assigned", "accepted", "expired", "reassigned", "rejected", "ignored"} <= actions
+    # the desk rules on the sample: waits in the queue, and later events of accepted persons sent to their owner
+    assert {"queued", "dequeued", "owner_update"} <= actions
+    accepted = {(s["lead_id"], s["agent_id"]) for s in steps if s["action"] == "accepted"}
+    absorbed = {}
+    for m in read_table(str(out), "lead_merges"):
+        absorbed.setdefault(m["into_lead_id"], set()).add(m["merged_lead_id"])
+    for s in (s for s in steps if s["action"] == "owner_update"):  # the agent accepted this person before
+        assert any((lead, s["agent_id"]) in accepted for lead in {s["lead_id"], *absorbed.get(s["lead_id"], ())})
     missed = [a for a in read_table(str(out), "agent_status") if a["reason"] == "missed_offers"]
     assert len(missed) >= 1 and all(a["status"] == "offline" for a in missed)
