@@ -10,7 +10,7 @@ import random
 import shutil
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -158,3 +158,51 @@ def test_streaming_and_bounded_runs_agree_and_never_pass_a_cap(reference):
     # queue length and oldest wait are Beam Metrics (distributions over every dispatcher step)
     assert QUEUE_METRICS["queue_length"].max >= 1 and QUEUE_METRICS["queue_length"].count > 0
     assert QUEUE_METRICS["queue_oldest_wait_seconds"].count == QUEUE_METRICS["queue_length"].count
+
+
+NIGHT = datetime(2026, 11, 18, 3, 0, tzinfo=UTC)  # Tuesday 22:00 in New York
+
+
+class NightClock:
+    def __call__(self) -> float:
+        return NIGHT.timestamp()
+
+
+@pytest.mark.slow
+def test_a_lead_arriving_off_shift_is_offered_when_the_timer_reaches_the_shift(tmp_path):
+    """us-east-sales without its 24/7 agent (left: Mon-Fri 08:00-20:00 and Mon-Sat 09:00-17:00): a lead at 22:00
+    waits; the desk's processing-time timer wakes at the first shift start (08:00 New York) and offers it then,
+    with its SLA from there (not at the queue limit, and not to manual review)."""
+    src = Path(str(resources.files("transforms.reference_data")))
+    ref = tmp_path / "ref"
+    shutil.copytree(src, ref, ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
+    agents = ref / "agents.csv"
+    agents.write_text("\n".join(line for line in agents.read_text().splitlines() if not line.startswith("agt-use-1,"))
+                      + "\n")
+    opts = PipelineOptions([])
+    opts.view_as(StandardOptions).streaming = True
+    t = NIGHT.timestamp()
+    stream = (
+        TestStream().advance_watermark_to(t, tag="leads").advance_watermark_to(t, tag="agents")
+        .advance_processing_time(t)
+        .add_elements([TimestampedValue(lead_record("N1", state="NY", first_seen_at=NIGHT), t)], tag="leads")
+        .add_elements([TimestampedValue(message(1, "agt-use-3", "online"), t)], tag="agents")
+    )
+    for _ in range(12):  # through the night, an hour at a time
+        stream = stream.advance_processing_time(3600)
+    stream = stream.advance_watermark_to_infinity(tag="leads").advance_watermark_to_infinity(tag="agents")
+    name = f"desk-shift-{uuid.uuid4()}"
+    p = TestPipeline(options=opts)
+    inputs = p | stream
+    config = RoutingConfig(ReferenceConfig(str(ref)), SLA, streaming=True, clock=NightClock(),
+                           max_queue_seconds=MAX_QUEUE)
+    out = {"leads": inputs["leads"], "agent_events": inputs["agents"]} | RouteAndAssign(config)
+    out["assignment"] | "Steps" >> beam.Map(lambda a: (a.action, a.reason, a.agent_id, a.action_at, a.sla_deadline)) \
+        | "RecordSteps" >> beam.Map(Record(name))
+    p.run().wait_until_finish()
+    steps = sorted(take(name), key=lambda s: (s[3], s[0] != "dequeued"))
+    shift = datetime(2026, 11, 18, 13, 0, tzinfo=UTC)  # 08:00 New York: agt-use-2's shift starts
+    assert [s[:3] for s in steps[:3]] == [("queued", "off_shift", None), ("dequeued", "agent_free", None),
+                                          ("assigned", None, "agt-use-2")]
+    assert steps[2][3] == shift and steps[2][4] == shift + timedelta(seconds=SLA)
+    assert not [s for s in steps if s[0] == "manual_review" and s[3] < shift + timedelta(seconds=MAX_QUEUE)]
