@@ -1,20 +1,24 @@
-"""Routing, as pure functions: territory, team, and the per-team dispatcher that assigns agents.
+"""Routing, as pure functions: territory, team, and the per-desk dispatcher that assigns agents.
 
 * **Territory**: by postal code (longest prefix), then state, then the phone number's region, then country.
 * **Team**: by territory and priority tier (a ``*`` row is the territory's default team).
-* **Agent**: ``dispatch_lead`` picks from the team's agents with *smooth weighted round robin* (the
+* **Owner first**: a later event of a person an agent accepted goes to that agent (``on_person_event``).
+* **Agent**: ``dispatch_lead`` picks from the team's free agents with *smooth weighted round robin* (the
   nginx algorithm: every candidate gains its capacity, the highest wins and pays the candidates' total),
   so over any stretch with the same candidates each agent gets leads in proportion to its capacity and
-  no agent gets two in a row that its weight does not justify. Agents marked unavailable, outside their
-  working hours (in their own time zone) or set away are skipped.
-* **SLA**: an assignment expires ``sla`` seconds after it was made unless the agent accepts it; then the
-  lead goes to the next available agent it has not been offered to, and the first agent is set away.
-  A lead with no territory, no team or no available agent goes to manual review, with the reason.
+  no agent gets two in a row that its weight does not justify. Agents unavailable, away or offline, off
+  shift (in their own time zone), at their ``max_open`` cap, or already offered the lead are skipped, and each
+  offer records who was skipped and why (``decision``).
+* **Queue**: a lead with no free agent waits, hot first then oldest first, and is offered the moment an agent
+  is free; after ``max_queue`` it goes to manual review, after ``overflow`` it moves to the overflow team.
+* **SLA**: an offer expires ``sla`` seconds after it was made unless the agent accepts it; then the lead goes
+  to the next free agent it has not been offered to, and an agent who let ``max_missed`` expire in a row is
+  set offline. A lead with no territory or team goes to manual review, with the reason.
 
-``TeamState`` is everything the dispatcher keeps for one team; the Beam stage (``transforms.assign``)
-stores it in keyed state (streaming) or replays a team's inputs through it in time order (bounded).
+``TeamState`` is everything the dispatcher keeps for one desk (a team, or the teams linked by overflow); the
+Beam stage (``transforms.assign``) stores it in keyed state (streaming) or replays a desk's inputs through it in
+time order (bounded). docs/routing.md describes the rules and the state.
 """
-
 from __future__ import annotations
 
 import dataclasses
