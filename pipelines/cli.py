@@ -12,6 +12,7 @@
     leadflow meta-backfill --form_id F --since 24h               publish a Meta form's recent leads (missed webhooks)
     leadflow knowlarity-sync --since 15m                         publish Knowlarity's recent calls from its call log
     leadflow meta-refetch [--dry-run]                            read again the Meta leads the gateway could not read
+    leadflow simulate-desk [--leads 900] [--seed 7]              a simulated day: today's routing rules vs the desk's
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = ("run", "generate", "summary", "demo", "local", "train", "replay-dead-letters", "identity-seed",
-                "gateway", "meta-backfill", "knowlarity-sync", "meta-refetch")
+                "gateway", "meta-backfill", "knowlarity-sync", "meta-refetch", "simulate-desk")
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(__doc__.strip())
         return 0 if argv and argv[0] in ("-h", "--help") else 2
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         from gateway import refetch
 
         return refetch.main(rest)
+    if command == "simulate-desk":
+        from pipelines.dev import desk_sim
+
+        return desk_sim.main(rest)
     if command == "demo":
         from pipelines.dev import demo
 

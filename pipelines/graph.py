@@ -53,7 +53,8 @@ class StageConfigs:
             hot=o.hot_threshold, warm=o.warm_threshold, retries=o.scorer_retries, token_secret=o.scorer_token_secret)
         reference = ReferenceConfig(o.reference_data, o.source_registry,
                                     o.reference_refresh_seconds if streaming else 0.0, o.unverified_source_reliability)
-        routing = RoutingConfig(reference, o.assignment_sla_seconds, streaming, clock) if o.routing == "on" else None
+        routing = RoutingConfig(reference, o.assignment_sla_seconds, streaming, clock, o.max_queue_seconds,
+                                o.overflow_seconds, o.max_missed_offers) if o.routing == "on" else None
         return cls(
             parse=ParseStageConfig(o.max_payload_bytes, o.google_ads_key, o.source_registry, o.max_unit_seconds,
                                    parse_limits(o)),
@@ -110,7 +111,7 @@ class LeadGraph(beam.PTransform):
         if c.routing is None:
             out.update(leads=leads, deliveries=leads)
         else:
-            routed = self.route(leads, inputs.get("agent_events"))
+            routed = self.route(leads, inputs.get("agent_events"), (deduped.events, deduped.merges))
             out.update(leads=routed["lead"], deliveries=routed["delivery"], manual_review=routed["manual_review"],
                        lead_assignments=routed["assignment"], agent_status=routed["agent_status"])
             dead_letters.append(routed["dead_letters"])
@@ -119,7 +120,7 @@ class LeadGraph(beam.PTransform):
         out["dead_letters"] = dead_letters | "AllDeadLetters" >> beam.Flatten()
         return out
 
-    def route(self, leads, agent_events):
+    def route(self, leads, agent_events, person_events):
         """Enrich and Route share the reference data: one side input (bounded runs, Dataflow) or, in local
         streaming, each worker's cache (the DirectRunner's streaming mode cannot run PeriodicImpulse)."""
         c = self.config.routing
@@ -128,5 +129,7 @@ class LeadGraph(beam.PTransform):
             reference["reference"] = leads.pipeline | "Reference" >> ReferenceSideInput(
                 c.reference, periodic=self.config.periodic_reference)
         enriched = {"leads": leads, **reference} | "Enrich" >> EnrichLeads(c.reference)
-        events = {"agent_events": agent_events} if agent_events is not None else {}
+        events = {}
+        if agent_events is not None:  # later events of a person go to the agent who accepted it (owner first)
+            events = {"agent_events": agent_events, "person_events": person_events | "PersonEvents" >> beam.Flatten()}
         return {"leads": enriched, **events, **reference} | "Route" >> RouteAndAssign(c)

@@ -130,9 +130,11 @@ class ReadMessagesFromPubSub(beam.PTransform):
 
 
 def delivery_message(lead: Lead) -> beam.io.PubsubMessage:
-    """A lead offered to an agent (or, without routing, a new lead) as the JSON CRM consumers receive, with
+    """A lead offered to an agent (or, without routing, a new lead; or a later event sent to the agent who owns
+    the person, outcome ``update``) as the JSON CRM consumers receive, with
     attributes to filter subscriptions on: territory, team, agent, priority; ordered per lead."""
-    attributes = {"lead_id": lead.lead_id, "outcome": "new", "provider": lead.primary_provider,
+    outcome = "update" if lead.routing_status == "update" else "new"  # update: a later event, to its owner
+    attributes = {"lead_id": lead.lead_id, "outcome": outcome, "provider": lead.primary_provider,
                   "source_id": lead.primary_source, "is_test": str(lead.is_test).lower()}
     if lead.priority_tier is not None:
         attributes.update(priority=lead.priority_tier, score=f"{lead.score:.4f}", score_source=lead.score_source)

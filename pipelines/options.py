@@ -104,6 +104,15 @@ class LeadflowOptions(PipelineOptions):
                        help="'on': enrich, route to territory, team and agent; 'off': stop after scoring.")
         g.add_argument("--assignment_sla_seconds", type=float, default=120.0,
                        help="Seconds an agent has to accept a lead before it is re-assigned (default 120).")
+        g.add_argument("--max_queue_seconds", type=float, default=900.0,
+                       help="Seconds a lead may wait for a free agent of its team before manual review (default "
+                            "900; counted from the shift start when the whole team is off shift).")
+        g.add_argument("--overflow_seconds", type=float, default=None,
+                       help="Seconds a waiting lead stays with its team before it moves to the team's "
+                            "overflow_team (teams.csv); default: never.")
+        g.add_argument("--max_missed_offers", type=int, default=1,
+                       help="Offers an agent may let expire in a row before it is set offline until an 'online' "
+                            "event (default 1).")
         g.add_argument("--unverified_source_reliability", type=float, default=0.3,
                        help="Reliability weight given to automatically registered (unknown) sources.")
         g.add_argument("--google_ads_key", default=os.environ.get("LEADFLOW_GOOGLE_ADS_KEY"),
@@ -156,6 +165,10 @@ class LeadflowOptions(PipelineOptions):
             raise ValueError("--manual_review_topic must look like projects/PROJECT/topics/NAME")
         if self.assignment_sla_seconds <= 0 or self.reference_refresh_seconds <= 0:
             raise ValueError("--assignment_sla_seconds and --reference_refresh_seconds must be positive")
+        if self.max_queue_seconds < 0 or (self.overflow_seconds is not None and self.overflow_seconds <= 0):
+            raise ValueError("--max_queue_seconds must be 0 or more and --overflow_seconds positive")
+        if self.max_missed_offers < 1:
+            raise ValueError("--max_missed_offers must be at least 1")
         if not 0.0 <= self.unverified_source_reliability <= 1.0:
             raise ValueError("--unverified_source_reliability must be between 0 and 1")
         if self.routing == "on":

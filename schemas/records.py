@@ -110,7 +110,8 @@ class Lead:
                                       default=None)
     team: str | None = doc("Team by territory and priority tier.", default=None)
     agent_id: str | None = doc("Agent first assigned (see lead_assignments for re-assignments).", default=None)
-    routing_status: str | None = doc("assigned | manual_review (null when the run does not route).", default=None)
+    routing_status: str | None = doc("assigned | queued | manual_review (null when the run does not route).",
+                                     default=None)
     routing_reason: str | None = doc("Why the lead went to manual review (no_territory, no_team, "
                                      "no_available_agent).", default=None)
     routed_at: datetime | None = doc("When the lead was routed (UTC).", default=None)
@@ -194,19 +195,26 @@ class Assignment:
 
     assignment_event_id: str = doc("Deterministic id of this step (uuid5 of lead, action, attempt, agent).")
     lead_id: str = doc("The lead (for action 'ignored': the lead id the agent event named).")
-    action: str = doc("assigned | accepted | rejected | expired | reassigned | manual_review | ignored.")
+    action: str = doc("assigned | accepted | rejected | expired | reassigned | manual_review | ignored | queued | "
+                      "dequeued | overflowed | closed.")
     attempt: int = doc("1 for the first assignment, +1 for each re-assignment.")
     team: str | None = doc("Team the lead was routed to.")
     territory: str | None = doc("Territory of the lead.")
     agent_id: str | None = doc("Agent this step concerns (null for manual review without an agent).")
-    reason: str | None = doc("Why: no_territory, no_team, no_available_agent, sla_expired, agent_rejected, "
-                             "unknown_lead, not_pending, ...")
+    reason: str | None = doc("Why: no_territory, no_team, no_available_agent, no_agents_in_team, "
+                             "all_agents_offered, off_shift, queue_timeout, agent_free, overflow_to:<team>, "
+                             "sla_expired, agent_rejected, unknown_lead, not_pending, ...")
     priority_tier: str | None = doc("hot | warm | cold at routing time.")
     lead_event_time: datetime | None = doc("Event time of the lead's first sighting (speed to lead starts here).")
     action_at: datetime = doc("When this step happened (UTC): assignment, the agent's event, or SLA expiry.")
     sla_deadline: datetime | None = doc("For assigned/reassigned: when the assignment expires unless accepted.")
     agent_event_id: str | None = doc("The agent event that caused this step, when one did.")
     processed_at: datetime = doc("When the pipeline wrote this row (UTC).")
+    decision: Json | None = doc(
+        "The audit of this step. Offers (assigned, reassigned) and waits (queued, manual_review): {candidates: free "
+        "agents considered, chosen, skipped: [{agent_id, reason: unavailable | away | offline | already_offered | "
+        "off_shift | at_cap}]; offers also open_before / max_open of the chosen agent}; dequeued: {waited_seconds}; "
+        "overflowed: {from, to, waited_seconds}.", default=None)
 
 
 @dataclass
@@ -216,7 +224,7 @@ class AgentStatus:
     agent_id: str = doc("The agent.")
     team: str = doc("Team whose dispatcher applied the change.")
     status: str = doc("online | away | offline.")
-    reason: str = doc("agent_event | sla_expired.")
+    reason: str = doc("agent_event | missed_offers (let --max_missed_offers offers expire in a row).")
     agent_event_id: str | None = doc("The agent event, when one caused it.")
     changed_at: datetime = doc("When the status changed (UTC).")
     processed_at: datetime = doc("When the pipeline wrote this row (UTC).")
@@ -358,16 +366,17 @@ class ApiLeadPayload:
 class AgentEventPayload:
     """An agent's action or status change (JSON), from the agent-events subscription or file.
 
-    ``accepted`` and ``rejected`` name the lead; ``online``, ``away`` and ``offline`` change the agent's
+    ``accepted``, ``rejected`` and ``closed`` (worked: frees capacity) name the lead; ``online``, ``away`` and
+    ``offline`` change the agent's
     availability for new assignments.
     """
 
     event_id: str = doc("Unique id of the event (repeats are ignored).", minLength=1, maxLength=200)
     agent_id: str = doc("Agent id from the agents reference table.", minLength=1, maxLength=200)
-    type: str = doc("accepted | rejected | online | away | offline.",
-                    enum=["accepted", "rejected", "online", "away", "offline"])
+    type: str = doc("accepted | rejected | closed | online | away | offline.",
+                    enum=["accepted", "rejected", "closed", "online", "away", "offline"])
     at: str = doc("RFC 3339 time of the event.", format="date-time")
-    lead_id: str | None = doc("The lead, for accepted and rejected.", maxLength=200, default=None)
+    lead_id: str | None = doc("The lead, for accepted, rejected and closed.", maxLength=200, default=None)
 
 
 @dataclass

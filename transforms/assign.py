@@ -4,14 +4,16 @@
                                                   +--> Dispatch per team -+--> deliveries (one per offer)
     agent events --Parse--------> (team, event) --+   (SLA timers)        +--> manual_review, lead_assignments,
                                                                           +--> agent_status
-The dispatcher is keyed by **team**, not by lead: re-assignment needs the team's round-robin weights and
-who is away, and Beam state cannot be shared across keys. Each team key holds the leads awaiting
-acceptance, each with its own deadline, and one processing-time timer set to the earliest deadline.
+The dispatcher is keyed by **desk** (a team, or the teams linked by overflow), not by lead: re-assignment
+and the waiting queue need the team's round-robin credit, who is away and who is at cap, and Beam state
+cannot be shared across keys. Each desk key holds the offers awaiting acceptance, the accepted leads (open
+until closed), the waiting queue, and one processing-time timer set to the next instant something falls due
+(an SLA deadline, a queue limit, an overflow, a shift start while leads wait). See docs/routing.md.
 
 * Streaming: ``DispatchDoFn`` (keyed state + a REAL_TIME timer; ``clock`` is injectable for TestStream).
-* Bounded: ``DispatchGroupsDoFn`` replays each team's leads and agent events in time order through the
-  same pure functions, expiring assignments between events (time = event time; deadlines after the
-  team's last input stay pending).
+* Bounded: ``DispatchGroupsDoFn`` replays each desk's leads and agent events in time order through the
+  same pure functions, acting on what falls due between inputs at the instant it falls due (time = event
+  time; what falls due after the desk's last input stays pending).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from apache_beam.utils.timestamp import Timestamp
 from jsonschema import Draft202012Validator
 
 from schemas.derive import evolve, json_schema
-from schemas.records import AgentEventPayload, Lead
+from schemas.records import AgentEventPayload, Lead, LeadEvent, LeadMerge
 from transforms.enrich import ReferenceConfig, ReferenceDoFn, reference_side_inputs
 from transforms.messages import InputMessage, dead_letter_for_message, utcnow
 from transforms.parsers.api import _FORMAT_CHECKER
@@ -46,11 +48,15 @@ from transforms.routing import (
     LEAD,
     MANUAL_REVIEW,
     AgentEvent,
+    PersonEvent,
+    Rules,
     TeamState,
+    advance,
     dispatch_lead,
-    expire,
     manual_review,
+    next_wake,
     on_agent_event,
+    on_person_event,
     routing_columns,
 )
 
@@ -124,7 +130,7 @@ class PrepareRoutingDoFn(ReferenceDoFn):
                 yield beam.pvalue.TaggedOutput(kind, record)
             return
         self.routed.inc()
-        yield lead.team, ("lead", lead, at)
+        yield ref.desk(lead.team), ("lead", lead, at)
 
 
 def agent_event_from_message(msg: InputMessage) -> AgentEvent:
@@ -139,7 +145,7 @@ def agent_event_from_message(msg: InputMessage) -> AgentEvent:
         problems = "; ".join(f"{'.'.join(map(str, e.path)) or '(root)'}: {e.validator} failed" for e in errors[:10])
         raise ParseError("invalid_agent_event", f"agent event does not match the schema: {problems}")
     kind = payload["type"]
-    if kind in ("accepted", "rejected") and not payload.get("lead_id"):
+    if kind in ("accepted", "rejected", "closed") and not payload.get("lead_id"):
         raise ParseError("invalid_agent_event", f"a {kind} event needs lead_id")
     return AgentEvent(payload["event_id"], payload["agent_id"], kind,
                       parse_timestamp(payload["at"], field_name="at"), payload.get("lead_id"))
@@ -163,7 +169,36 @@ class ParseAgentEventsDoFn(ReferenceDoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter_for_message(
                 msg, stage=AGENT_EVENT_STAGE, error_type=e.error_type, error_message=str(e), provider="agent_events"))
             return
-        yield agent.team_id, ("agent", ev, ev.at)
+        yield self.reference(ref).desk(agent.team_id), ("agent", ev, ev.at)
+
+
+OWNER_OUTCOMES = ("duplicate_same_source", "cross_source")  # later events of a known person
+
+
+def update_record(e: LeadEvent) -> Lead:
+    """A later event's facts as the record its owner is sent (a delivery of kind ``update``)."""
+    return Lead(lead_id=e.lead_id, identity_key=e.identity_key, phone_e164=e.phone_e164, email=e.email,
+                full_name=e.full_name, first_name=None, last_name=None, country=None, postal_code=None, city=None,
+                state=None, property_address=None, message=None, primary_source=e.source_id,
+                primary_provider=e.provider, first_seen_at=e.event_time, is_test=e.is_test,
+                processed_at=e.processed_at)
+
+
+class PersonEventsToDesksDoFn(ReferenceDoFn):
+    """Later events of known persons and merges -> (desk, person event) for every desk: the event does not say
+    which desk holds the person's lead, and only that desk acts on it (the others hold nothing for it)."""
+
+    def process(self, record, ref=None):
+        if isinstance(record, LeadMerge):
+            pe = PersonEvent(f"merge:{record.merged_lead_id}:{record.event_id}", record.merged_lead_id,
+                             record.merged_at, merged_into=record.into_lead_id)
+        elif record.outcome in OWNER_OUTCOMES:
+            pe = PersonEvent(record.event_id, record.lead_id, record.event_time, update_record(record))
+        else:
+            return
+        ref = self.reference(ref)
+        for desk in sorted({ref.desk(team) for team in ref.agents}):
+            yield desk, ("person", pe, pe.at)
 
 
 def _tagged(outputs):
@@ -171,87 +206,130 @@ def _tagged(outputs):
         yield beam.pvalue.TaggedOutput(kind, record)
 
 
+class QueueMetrics:
+    """Queue length and oldest wait of a desk as Beam Metrics (gauges per desk, distributions over all)."""
+
+    def __init__(self):
+        self.length = Metrics.distribution("route", "queue_length")
+        self.oldest = Metrics.distribution("route", "queue_oldest_wait_seconds")
+        self.queued = Metrics.counter("route", "queued")
+
+    def report(self, desk: str, state: TeamState, at: datetime, outputs) -> None:
+        oldest = max(((at - (w.queued_at or w.since)).total_seconds() for w in state.queue.values()), default=0.0)
+        self.length.update(len(state.queue))
+        self.oldest.update(int(oldest))
+        Metrics.gauge(f"route/{desk}", "queue_length").set(len(state.queue))
+        Metrics.gauge(f"route/{desk}", "queue_oldest_wait_seconds").set(int(oldest))
+        self.queued.inc(sum(1 for kind, r in outputs if kind == ASSIGNMENT and r.action == "queued"))
+
+
 class DispatchDoFn(ReferenceDoFn):
-    """Streaming dispatcher, keyed by team: TeamState in keyed state; a processing-time timer at the
-    earliest SLA deadline expires and re-assigns. ``clock`` (seconds since epoch) is the processing-time
-    source: time.time normally, a test clock under TestStream (whose processing time starts at 0)."""
+    """Streaming dispatcher, keyed by desk: TeamState in keyed state; a processing-time timer at the next
+    instant something falls due (SLA deadline, queue limit, overflow, shift start). ``clock`` (seconds since
+    epoch) is the processing-time source: time.time normally, a test clock under TestStream (whose processing
+    time starts at 0)."""
 
     TEAM = ReadModifyWriteStateSpec("team_state", beam.coders.PickleCoder())
     SLA = TimerSpec("sla", TimeDomain.REAL_TIME)
 
-    def __init__(self, config: ReferenceConfig, sla_seconds: float | None, clock: Callable[[], float] = time.time):
+    def __init__(self, config: ReferenceConfig, rules: Rules, clock: Callable[[], float] = time.time):
         super().__init__(config)
-        self.sla = timedelta(seconds=sla_seconds) if sla_seconds is not None else None
+        self.rules = rules
         self.clock = clock
         self.expired = Metrics.counter("assign", "sla_expired")
+        self.queue_metrics = QueueMetrics()
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
 
-    def _arm(self, state: TeamState, timer) -> None:
-        deadline = state.next_deadline()
-        if deadline is None:
+    def _arm(self, ref, state: TeamState, timer) -> None:
+        wake = next_wake(ref, state, self.rules)
+        if wake is None:
             timer.clear()
         else:
-            timer.set(Timestamp.from_utc_datetime(deadline))
+            timer.set(Timestamp.from_utc_datetime(wake))
 
     def process(self, keyed, team_state=beam.DoFn.StateParam(TEAM), sla_timer=beam.DoFn.TimerParam(SLA)):
-        team, (kind, item, _at) = keyed
+        desk, (kind, item, _at) = keyed
         ref, state, now = self.reference(None), team_state.read() or TeamState(), self._now()
         if kind == "lead":
-            outputs = dispatch_lead(ref, state, item, now, now, self.sla)
+            outputs = dispatch_lead(ref, state, item, now, now, self.rules)
+        elif kind == "person":
+            outputs = on_person_event(ref, state, item, now, now, self.rules)
         else:
-            outputs = on_agent_event(ref, state, team, item, now, self.sla)
+            outputs = on_agent_event(ref, state, desk, item, now, self.rules, at=now)
         team_state.write(state)
-        self._arm(state, sla_timer)
+        self._arm(ref, state, sla_timer)
+        self.queue_metrics.report(desk, state, now, outputs)
         yield from _tagged(outputs)
 
     @on_timer(SLA)
     def on_sla(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
                team_state=beam.DoFn.StateParam(TEAM), sla_timer=beam.DoFn.TimerParam(SLA)):
-        state = team_state.read() or TeamState()
+        ref, state = self.reference(None), team_state.read() or TeamState()
         at = fired.to_utc_datetime(has_tz=True)
-        outputs = expire(self.reference(None), state, key, at, self._now(), self.sla)
+        outputs = advance(ref, state, at, self._now(), self.rules)
         self.expired.inc(sum(1 for kind, r in outputs if kind == ASSIGNMENT and r.action == "expired"))
         team_state.write(state)
-        self._arm(state, sla_timer)
+        self._arm(ref, state, sla_timer)
+        self.queue_metrics.report(key, state, at, outputs)
         yield from _tagged(outputs)
 
 
 class DispatchGroupsDoFn(ReferenceDoFn):
-    """Bounded dispatcher: one team's leads and agent events, replayed in time order."""
+    """Bounded dispatcher: one desk's leads and agent events, replayed in time order."""
 
-    def __init__(self, config: ReferenceConfig, sla_seconds: float | None):
+    def __init__(self, config: ReferenceConfig, rules: Rules):
         super().__init__(config)
-        self.sla = timedelta(seconds=sla_seconds) if sla_seconds is not None else None
+        self.rules = rules
+        self.expired = Metrics.counter("assign", "sla_expired")
+        self.queue_metrics = QueueMetrics()
 
     def process(self, grouped, ref=None):
-        team, items = grouped
+        desk, items = grouped
         ref, state, now = self.reference(ref), TeamState(), utcnow()
-        # leads before agent events at the same instant; then by id for a deterministic order
-        ordered = sorted(items, key=lambda x: (x[2], x[0] != "lead", getattr(x[1], "lead_id", None) or
-                                               getattr(x[1], "event_id", "")))
+        # leads before agent events at the same instant; then by lead id / event id for a deterministic order
+        ordered = sorted(items, key=lambda x: (x[2], x[0] != "lead", x[1].lead_id if x[0] == "lead" else
+                                               x[1].event_id))
         for kind, item, at in ordered:
-            yield from _tagged(expire(ref, state, team, at, now, self.sla))
             if kind == "lead":
-                yield from _tagged(dispatch_lead(ref, state, item, at, now, self.sla))
+                outputs = dispatch_lead(ref, state, item, at, now, self.rules)
+            elif kind == "person":
+                outputs = on_person_event(ref, state, item, at, now, self.rules)
             else:
-                yield from _tagged(on_agent_event(ref, state, team, item, now, self.sla))
+                outputs = on_agent_event(ref, state, desk, item, now, self.rules)
+            self.expired.inc(sum(1 for k, r in outputs if k == ASSIGNMENT and r.action == "expired"))
+            self.queue_metrics.report(desk, state, at, outputs)
+            yield from _tagged(outputs)
 
 
 @dataclass(frozen=True)
 class RoutingConfig:
-    """Where reference data comes from, the acceptance SLA, the mode, and (streaming) the processing-time clock:
-    ``time.time`` normally, a test clock under TestStream (whose processing time starts at 0)."""
+    """Where reference data comes from, the acceptance SLA, the queue and overflow limits, the offers an agent
+    may miss in a row, the mode, and (streaming) the processing-time clock: ``time.time`` normally, a test clock
+    under TestStream (whose processing time starts at 0)."""
 
     reference: ReferenceConfig
     sla_seconds: float
     streaming: bool
     clock: Callable[[], float] | None = None
+    max_queue_seconds: float = 900.0
+    overflow_seconds: float | None = None
+    max_missed_offers: int = 1
+    waiting_queue: bool = True  # False, caps False: the rules before the queue and caps (leadflow simulate-desk)
+    caps: bool = True
+
+    def rules(self, with_agent_events: bool) -> Rules:
+        """Without agent events nothing can accept, so offers do not expire and nothing waits."""
+        return Rules(timedelta(seconds=self.sla_seconds) if with_agent_events else None,
+                     timedelta(seconds=self.max_queue_seconds),
+                     timedelta(seconds=self.overflow_seconds) if self.overflow_seconds is not None else None,
+                     self.max_missed_offers, self.waiting_queue, self.caps)
 
 
 class RouteAndAssign(beam.PTransform):
-    """``{"leads": enriched leads, "agent_events": messages (optional), "reference": reference data (optional)}``
+    """``{"leads": enriched leads, "agent_events": messages (optional), "person_events": LeadEvent and LeadMerge
+    records (optional, with agent events: the owner first), "reference": reference data (optional)}``
     -> ``{lead, delivery, manual_review, assignment, agent_status, dead_letters}`` (dead_letters of the agent
     events; empty without them). Without a ``reference`` input the DoFns read it from their worker cache."""
 
@@ -268,18 +346,24 @@ class RouteAndAssign(beam.PTransform):
             events = inputs["agent_events"] | "ParseAgentEvents" >> beam.ParDo(
                 ParseAgentEventsDoFn(c.reference), **side).with_output_types(tuple[str, RoutingItem]).with_outputs(
                 DEAD_LETTERS, main="keyed")
-            merged = (prepared.keyed, events.keyed) | "ByTeam" >> beam.Flatten()
-            dead, sla = events[DEAD_LETTERS], c.sla_seconds
+            keyed = [prepared.keyed, events.keyed]
+            if "person_events" in inputs:  # the owner first: later events of known persons, and merges
+                keyed.append(inputs["person_events"] | "PersonEventsToDesks" >> beam.ParDo(
+                    PersonEventsToDesksDoFn(c.reference), **side).with_output_types(tuple[str, RoutingItem]))
+            merged = keyed | "ByTeam" >> beam.Flatten()
+            dead = events[DEAD_LETTERS]
         else:  # nobody can accept, so assignments do not expire
-            merged, sla = prepared.keyed, None
+            merged = prepared.keyed
             dead = inputs["leads"].pipeline | "NoAgentEvents" >> beam.Create([])
+        rules = c.rules("agent_events" in inputs)
         if c.streaming:
-            dispatched = merged | "Dispatch" >> beam.ParDo(DispatchDoFn(c.reference, sla, clock)).with_outputs(*OUTPUTS)
+            dispatched = merged | "Dispatch" >> beam.ParDo(DispatchDoFn(c.reference, rules, clock)).with_outputs(
+                *OUTPUTS)
         else:
             dispatched = (
                 merged
                 | "GroupByTeam" >> beam.GroupByKey()
-                | "Dispatch" >> beam.ParDo(DispatchGroupsDoFn(c.reference, sla), **side).with_outputs(*OUTPUTS)
+                | "Dispatch" >> beam.ParDo(DispatchGroupsDoFn(c.reference, rules), **side).with_outputs(*OUTPUTS)
             )
         out = {kind: (prepared[kind], dispatched[kind]) | f"All/{kind}" >> beam.Flatten() for kind in OUTPUTS}
         out[DEAD_LETTERS] = dead

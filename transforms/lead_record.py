@@ -2,9 +2,9 @@
 
 Identity changes (created, new_source, merged, merged_into, primary_corrected) come from the dedup stage;
 this module adds ``scored`` (Score) and the routing steps (assigned, reassigned, accepted, rejected, expired,
-manual_review) from ``lead_assignments``. ``current_state`` folds versions, events and merges into one
-``LeadCurrent`` per lead: what ``schemas/views/leads_current.sql`` computes in BigQuery, and what bounded
-runs write as ``leads_current.jsonl``.
+manual_review, queued, overflowed, closed) from ``lead_assignments``. ``current_state`` folds versions, events
+and merges into one ``LeadCurrent`` per lead: what ``schemas/views/leads_current.sql`` computes in BigQuery,
+and what bounded runs write as ``leads_current.jsonl``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from transforms.identity import version_id_for
 ROUTING_CHANGES = {
     "assigned": ("assigned", "assigned"), "reassigned": ("reassigned", "assigned"),
     "accepted": ("accepted", "accepted"), "rejected": ("rejected", None), "expired": ("expired", None),
-    "manual_review": ("manual_review", "manual_review"),
+    "manual_review": ("manual_review", "manual_review"), "queued": ("queued", "queued"),
+    "overflowed": ("overflowed", None), "closed": ("closed", "closed"),
 }
 
 

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -34,6 +34,10 @@ TERRITORY_COLUMNS = ("territory_id", "country", "match_type", "match_values", "d
 TEAM_COLUMNS = ("team_id", "territory_id", "priority_tier", "display_name")
 AGENT_COLUMNS = ("agent_id", "team_id", "display_name", "capacity", "timezone", "work_days", "work_start",
                  "work_end", "available")
+# optional columns (older tables without them load with the defaults): max_open defaults to capacity,
+# overflow_team to none
+AGENT_OPTIONAL_COLUMNS = ("max_open",)
+TEAM_OPTIONAL_COLUMNS = ("overflow_team",)
 MATCH_TYPES = ("postal_prefix", "state", "country")
 TIERS = ("hot", "warm", "cold", "*")
 TABLE_FILES = {"sources": "sources.csv", "territories": "territories.csv", "teams": "teams.csv",
@@ -69,12 +73,28 @@ class Agent:
     work_start: int  # minutes after local midnight
     work_end: int  # exclusive; 1440 = midnight
     available: bool
+    max_open: int | None = None  # open leads (offered or accepted, not closed) it may hold; None: capacity
+
+    @property
+    def cap(self) -> int:
+        return self.capacity if self.max_open is None else self.max_open
 
     def on_shift(self, at: datetime) -> bool:
         """Whether ``at`` (aware) falls in the agent's working hours, in the agent's time zone."""
         local = at.astimezone(ZoneInfo(self.timezone))
         minute = local.hour * 60 + local.minute
         return local.weekday() in self.work_days and self.work_start <= minute < self.work_end
+
+    def next_shift_start(self, at: datetime) -> datetime | None:
+        """The first start of a shift after ``at`` (None: never, within the next 8 days)."""
+        zone = ZoneInfo(self.timezone)
+        day = at.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+        for i in range(9):
+            d = (day + timedelta(days=i)).replace(tzinfo=None)
+            start = datetime(d.year, d.month, d.day, tzinfo=zone) + timedelta(minutes=self.work_start)
+            if d.weekday() in self.work_days and start > at:
+                return start.astimezone(UTC)
+        return None
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,16 @@ class ReferenceData:
     postal: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # country -> (prefix, t)
     states: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (country, STATE) -> territory
     countries: Mapping[str, str] = field(default_factory=dict)
+    overflow: Mapping[str, str] = field(default_factory=dict)  # team -> the team its waiting leads overflow to
+
+    def desk(self, team: str) -> str:
+        """The dispatcher key of ``team``: teams linked by overflow share one (the smallest id among the linked
+        teams), so a lead can move to its overflow team inside one keyed state."""
+        cached = self.__dict__.get("_desks")
+        if cached is None:
+            cached = desks(self.overflow)
+            object.__setattr__(self, "_desks", cached)
+        return cached.get(team, team)
 
     def agent(self, agent_id: str) -> Agent | None:
         return self.agents_by_id().get(agent_id)
@@ -189,6 +219,53 @@ def parse_teams(rows: Rows, territories: frozenset[str]) -> dict[tuple[str, str]
     return out
 
 
+def parse_overflow(rows: Rows, teams: Iterable[str]) -> dict[str, str]:
+    """team -> overflow team, from the optional ``overflow_team`` column; an unknown team, two different
+    overflow teams for one team, or a cycle fail with the file and line."""
+    known = set(teams)
+    out: dict[str, str] = {}
+    where_of: dict[str, str] = {}
+    for where, row in rows:
+        team, target = _cell(row, "team_id"), _cell(row, "overflow_team")
+        if not target:
+            continue
+        if target not in known:
+            raise ReferenceDataError(f"{where}: overflow_team {target!r} is not in the teams table")
+        if target == team:
+            raise ReferenceDataError(f"{where}: team {team!r} cannot overflow to itself")
+        if out.get(team, target) != target:
+            raise ReferenceDataError(f"{where}: team {team!r} already overflows to {out[team]!r}")
+        out[team] = target
+        where_of.setdefault(team, where)
+    for start in out:
+        seen, team = [start], out[start]
+        while team in out:
+            if team == start:
+                raise ReferenceDataError(f"{where_of[start]}: overflow teams form a cycle: "
+                                         f"{' -> '.join([*seen, start])}")
+            if team in seen:
+                break  # a cycle not through start: reported when start is its member
+            seen.append(team)
+            team = out[team]
+    return out
+
+
+def desks(overflow: Mapping[str, str]) -> dict[str, str]:
+    """team -> dispatcher key: the smallest team id of its overflow-linked group (teams without links: absent)."""
+    parent: dict[str, str] = {}
+
+    def root(t: str) -> str:
+        while parent.get(t, t) != t:
+            t = parent[t]
+        return t
+
+    for a, b in overflow.items():
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {t: root(t) for pair in overflow.items() for t in pair}
+
+
 def parse_agents(rows: Rows, teams: Iterable[str]) -> dict[str, tuple[Agent, ...]]:
     known, seen = set(teams), set()
     out: dict[str, list[Agent]] = {}
@@ -204,6 +281,10 @@ def parse_agents(rows: Rows, teams: Iterable[str]) -> dict[str, tuple[Agent, ...
             capacity = int(_cell(row, "capacity") or "1")
             if capacity < 1:
                 raise ValueError(f"capacity must be a positive integer, not {capacity}")
+            cap_text = _cell(row, "max_open")
+            max_open = int(cap_text) if cap_text else None
+            if max_open is not None and max_open < 0:
+                raise ValueError(f"max_open must be 0 or more, not {max_open}")
             tz = _cell(row, "timezone") or "UTC"
             try:
                 ZoneInfo(tz)
@@ -215,7 +296,7 @@ def parse_agents(rows: Rows, teams: Iterable[str]) -> dict[str, tuple[Agent, ...
                 raise ValueError("work_end must be after work_start")
             agent = Agent(agent_id, team, _cell(row, "display_name") or agent_id, capacity, tz,
                           _days(_cell(row, "work_days") or "Mon-Sun"), start, end,
-                          _bool(_cell(row, "available"), "available"))
+                          _bool(_cell(row, "available"), "available"), max_open)
         except ValueError as e:
             raise ReferenceDataError(f"{where}: {e}") from None
         seen.add(agent_id)
@@ -226,7 +307,10 @@ def parse_agents(rows: Rows, teams: Iterable[str]) -> dict[str, tuple[Agent, ...
 def build_reference(sources: SourceRegistry, territory_rows: Rows, team_rows: Rows, agent_rows: Rows,
                     version: str = "") -> ReferenceData:
     rules = parse_territories(territory_rows)
+    team_rows = list(team_rows)
     teams = parse_teams(team_rows, frozenset(r.territory_id for r in rules))
+    team_rows = list(team_rows)
+    overflow = parse_overflow(team_rows, set(teams.values()))
     agents = parse_agents(agent_rows, set(teams.values()))
     postal: dict[str, list[tuple[str, str]]] = {}
     states: dict[tuple[str, str], str] = {}
@@ -240,7 +324,7 @@ def build_reference(sources: SourceRegistry, territory_rows: Rows, team_rows: Ro
             countries.setdefault(r.country, r.territory_id)
     postal_sorted = {c: tuple(sorted(v, key=lambda p: -len(p[0]))) for c, v in postal.items()}  # longest first
     return ReferenceData(sources, rules, teams, agents, version=version, postal=postal_sorted, states=states,
-                         countries=countries)
+                         countries=countries, overflow=overflow)
 
 
 # --------------------------------------------------------------------------------------
@@ -250,6 +334,9 @@ def build_reference(sources: SourceRegistry, territory_rows: Rows, team_rows: Ro
 
 _COLUMNS = {"sources": REGISTRY_COLUMNS, "territories": TERRITORY_COLUMNS, "teams": TEAM_COLUMNS,
             "agents": AGENT_COLUMNS}
+# every column a table may have (what the ref_* BigQuery tables are created with)
+ALL_COLUMNS = {**_COLUMNS, "teams": TEAM_COLUMNS + TEAM_OPTIONAL_COLUMNS,
+               "agents": AGENT_COLUMNS + AGENT_OPTIONAL_COLUMNS}
 
 
 def _read_dir(directory: str | None, table: str) -> tuple[str, str]:

@@ -53,7 +53,7 @@ def _reference_tables() -> dict[str, Any]:
 
     out = {}
     for key, table in sorted(reference.BQ_TABLES.items()):
-        columns = reference._COLUMNS[key]
+        columns = reference.ALL_COLUMNS[key]
         out[table] = {
             "description": f"Reference data '{key}' for --reference_data=bq://PROJECT.DATASET (same columns as "
                            f"transforms/reference_data/{reference.TABLE_FILES[key]}).",

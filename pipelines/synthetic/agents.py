@@ -2,8 +2,9 @@
 
 For the bundled sample, the demo and tests: reads the ``leads`` (and ``lead_assignments``) a run wrote
 and writes agent-event messages as input-file lines, the way an agent desk would send them:
-``accept`` share accepted within the SLA, ``reject`` share rejected, the rest left to expire (so the SLA
-re-assigns them and sets the agent away), a presence heartbeat ('online') per agent every half hour that
+``accept`` share accepted within the SLA (and closed 10-60 minutes later, freeing the agent's capacity),
+``reject`` share rejected, the rest left to expire (so the SLA re-assigns them and sets the agent offline), a
+presence heartbeat ('online') per agent every half hour that
 brings agents set away back; plus a few status changes, one event for an unknown lead and one malformed
 event (a dead letter).
 
@@ -35,6 +36,7 @@ def simulate(leads: list[dict[str, Any]], seed: int = 7, accept: float = 0.6, re
              sla_seconds: float = 120.0, heartbeat_minutes: float = 30.0) -> list[str]:
     """Agent-event input lines for the assigned leads (deterministic for a seed)."""
     rng = random.Random(seed)
+    closing = random.Random(seed + 1)  # its own stream: the other events stay those of earlier versions
     lines: list[str] = []
     assigned = sorted((r for r in leads if r.get("agent_id")), key=lambda r: (r["routed_at"], r["lead_id"]))
     for i, lead in enumerate(assigned):
@@ -47,6 +49,10 @@ def simulate(leads: list[dict[str, Any]], seed: int = 7, accept: float = 0.6, re
             continue  # no answer: the SLA expires, the lead is re-assigned and the agent set away
         t = at + timedelta(seconds=delay)
         lines.append(_line(f"agent-{i}", agent_event_json(f"ev-{i}", lead["agent_id"], kind, t, lead["lead_id"]), t))
+        if kind == "accepted":  # worked, then closed: frees the agent's capacity (max_open)
+            done = t + timedelta(minutes=closing.uniform(10, 60))
+            lines.append(_line(f"agent-{i}-closed", agent_event_json(f"ev-{i}-c", lead["agent_id"], "closed", done,
+                                                                     lead["lead_id"]), done))
     if assigned:
         first, last = _time(assigned[0]["routed_at"]), _time(assigned[-1]["routed_at"])
         agents = sorted({r["agent_id"] for r in assigned})

@@ -63,7 +63,8 @@ scored AS (
 ),
 routing AS (
   SELECT * FROM versions
-  WHERE change IN ('assigned', 'reassigned', 'accepted', 'rejected', 'expired', 'manual_review')
+  WHERE change IN ('assigned', 'reassigned', 'accepted', 'rejected', 'expired', 'manual_review', 'queued',
+                   'overflowed', 'closed')
 ),
 routing_latest AS (
   SELECT lead_id, IF(change = 'manual_review', NULL, agent_id) AS agent_id FROM (

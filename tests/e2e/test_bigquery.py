@@ -85,11 +85,12 @@ def routing_records(first_lead) -> dict[str, list]:
     from schemas.records import LeadOutcome
     from transforms.enrich import registration_for
     from transforms.reference import load_reference
-    from transforms.routing import AGENT_STATUS, ASSIGNMENT, TeamState, dispatch_lead, expire, route_lead
+    from transforms.routing import AGENT_STATUS, ASSIGNMENT, Rules, TeamState, dispatch_lead, expire, route_lead
 
     ref, state, sla = load_reference(), TeamState(), timedelta(seconds=120)
     routed = route_lead(ref, replace(first_lead, state="NY"))
-    outs = dispatch_lead(ref, state, routed, T0, T0, sla) + expire(ref, state, routed.team, T0 + sla, T0, sla)
+    rules = Rules(sla)
+    outs = dispatch_lead(ref, state, routed, T0, T0, rules) + expire(ref, state, routed.team, T0 + sla, T0, rules)
     (unknown,) = decide(lead("m7", "phone:+14155550199", "email:unknown.example", event_s=10))
     return {
         "lead_assignments": [r for k, r in outs if k == ASSIGNMENT],

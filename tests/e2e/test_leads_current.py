@@ -16,7 +16,7 @@ from transforms.identity import IdentityConfig, Resolver, decide_in_order
 from transforms.identity_store import MemoryStore
 from transforms.lead_record import assignment_versions, current_state, scored_version, survivors
 from transforms.reference import load_reference
-from transforms.routing import ASSIGNMENT, TeamState, dispatch_lead, route_lead
+from transforms.routing import ASSIGNMENT, Rules, TeamState, dispatch_lead, route_lead
 
 pytestmark = pytest.mark.e2e
 P1, P2, P3 = "+14155550101", "+14155550102", "+14155550103"
@@ -44,7 +44,7 @@ def world():
         lead("m7", phone=P3, email=E2, source="meta_lead_ads", event_s=200, publish_s=300),  # a redelivery
     ])
     leads = [d.lead for d in ds if d.lead]
-    ref, state, sla = load_reference(), TeamState(), timedelta(seconds=120)
+    ref, state, sla = load_reference(), TeamState(), Rules(timedelta(seconds=120))
     scored = [replace(x, score=0.7, score_source="model", model_version="m:1", priority_tier="hot",
                       processed_at=T0 + timedelta(seconds=400)) for x in leads]
     assignments = []

@@ -72,8 +72,8 @@ def approx_rows(rows: list[dict]) -> list[dict]:
 def test_view_files_say_what_they_answer_and_use_only_the_two_placeholders():
     views = bq.load_views()
     assert [v.name for v in views] == [
-        "daily_leads_by_source", "dead_letters_daily", "leads_current", "provider_overlap", "score_distribution",
-        "source_reliability", "speed_to_lead"]
+        "daily_leads_by_source", "dead_letters_daily", "leads_current", "provider_overlap", "routing_decisions",
+        "score_distribution", "source_reliability", "speed_to_lead"]
     for view in views:
         assert view.template.startswith("-- Question: ") and len(view.question) > 60, view.name
         sql = view.sql("my-project", "my_dataset")
@@ -294,7 +294,11 @@ def test_views_over_the_pipeline_output(client, tmp_path):
     folded = sorted(read_jsonl(out / "leads_current.jsonl"), key=lambda r: r["lead_id"])
     assert [normal(r) for r in current] == [normal(r) for r in folded]
     assert sum(1 for r in current if r["status"] != "merged") == manifest["persons"]
-    assert {r["status"] for r in current} >= {"assigned", "accepted"}
+    # the sample's agent events answer the offers of the rules before the queue, so under the desk rules many of
+    # its leads wait and time out; accepted ones remain, and every status is a routing status
+    assert "accepted" in {r["status"] for r in current}
+    assert {r["status"] for r in current} <= {"new", "scored", "merged", "assigned", "accepted", "queued",
+                                              "manual_review", "closed"}
 
     daily = query(client, dataset, "daily_leads_by_source", "received_date, source_id")
     assert sum(r["events"] for r in daily) == manifest["lead_events"]

@@ -84,8 +84,8 @@ def test_sla_expiry_and_reassignment_with_processing_time_advances():
         ("L2", 1, "assigned", "agt-use-2"),
     ]
     assert sorted(r[1:] for r in got if r[0] == "status") == [
-        ("agt-use-1", "away", "sla_expired"), ("agt-use-2", "away", "sla_expired"),
-        ("agt-use-3", "away", "sla_expired")]
+        ("agt-use-1", "offline", "missed_offers"), ("agt-use-2", "offline", "missed_offers"),
+        ("agt-use-3", "offline", "missed_offers")]
     assert sorted(r[1:] for r in got if r[0] == "delivery") == [
         ("L1", "agt-use-1"), ("L1", "agt-use-2"), ("L1", "agt-use-3"), ("L2", "agt-use-2")]
     assert sorted(r[1:] for r in got if r[0] == "dead") == [

@@ -251,7 +251,7 @@ def test_every_lead_is_routed_and_the_assignment_history_is_consistent(sample_ru
     out, _ = sample_run
     leads = list(read_table(str(out), "leads"))
     steps = list(read_table(str(out), "lead_assignments"))
-    assert all(r["routing_status"] in ("assigned", "manual_review") for r in leads)
+    assert all(r["routing_status"] in ("assigned", "queued", "manual_review") for r in leads)
     assert all(r["territory"] and r["team"] for r in leads if r["routing_status"] == "assigned")
     by_lead = {}
     for s in sorted(steps, key=lambda s: (s["action_at"], s["attempt"])):
@@ -259,14 +259,24 @@ def test_every_lead_is_routed_and_the_assignment_history_is_consistent(sample_ru
     for lead in leads:
         history = [s for s in by_lead.get(lead["lead_id"], []) if s["action"] != "ignored"]
         assert history, lead["lead_id"]
-        assert history[0]["action"] in ("assigned", "manual_review") and history[0]["attempt"] == 1
+        assert history[0]["action"] in ("assigned", "queued", "manual_review") and history[0]["attempt"] == 1
         if lead["routing_status"] == "assigned":
             assert history[0]["agent_id"] == lead["agent_id"]
-        # an offer ends accepted, rejected or expired, or is still pending as the last step
+        # an offer ends accepted, rejected or expired, or is still pending as the last step; a re-offer follows
+        # one of those, a wait in the queue, or an owner who could not take a later event
         for before, after in itertools.pairwise(history):
-            if after["action"] == "reassigned":
-                assert before["action"] in ("expired", "rejected") and after["attempt"] == before["attempt"] + 1
+            if after["action"] == "reassigned" and before["action"] != "dequeued":
+                assert before["action"] in ("expired", "rejected", "owner_unavailable")
+                assert after["attempt"] == before["attempt"] + 1
     actions = {s["action"] for s in steps}
     assert {"assigned", "accepted", "expired", "reassigned", "rejected", "ignored"} <= actions
-    away = [a for a in read_table(str(out), "agent_status") if a["reason"] == "sla_expired"]
-    assert len(away) >= 1 and all(a["status"] == "away" for a in away)
+    # the desk rules on the sample: waits in the queue, and later events of accepted persons sent to their owner
+    assert {"queued", "dequeued", "owner_update"} <= actions
+    accepted = {(s["lead_id"], s["agent_id"]) for s in steps if s["action"] == "accepted"}
+    absorbed = {}
+    for m in read_table(str(out), "lead_merges"):
+        absorbed.setdefault(m["into_lead_id"], set()).add(m["merged_lead_id"])
+    for s in (s for s in steps if s["action"] == "owner_update"):  # the agent accepted this person before
+        assert any((lead, s["agent_id"]) in accepted for lead in {s["lead_id"], *absorbed.get(s["lead_id"], ())})
+    missed = [a for a in read_table(str(out), "agent_status") if a["reason"] == "missed_offers"]
+    assert len(missed) >= 1 and all(a["status"] == "offline" for a in missed)

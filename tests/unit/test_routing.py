@@ -16,6 +16,7 @@ from transforms.enrich import enrich_lead, zip_geo
 from transforms.reference import Agent, ReferenceCache, ReferenceDataError, load_reference
 from transforms.routing import (
     AgentEvent,
+    Rules,
     TeamState,
     dispatch_lead,
     expire,
@@ -28,6 +29,7 @@ from transforms.routing import (
 
 REF = load_reference()
 SLA = timedelta(seconds=120)
+RULES = Rules(SLA)
 
 
 def bundled_dir(tmp_path: Path) -> Path:
@@ -102,7 +104,7 @@ def _dispatch(leads, at=WED_15_UTC):
     outs = []
     for i, lid in enumerate(leads):
         routed = route_lead(REF, lead_record(lid, state="NY"))  # us-east-sales: use-1 (3), use-2 (2), use-3 (1)
-        outs += dispatch_lead(REF, state, routed, at + timedelta(seconds=i), at, SLA)
+        outs += dispatch_lead(REF, state, routed, at + timedelta(seconds=i), at, RULES)
     return state, outs
 
 
@@ -114,33 +116,33 @@ def test_assignment_then_acceptance():
     assert (row.routing_status, row.team, row.agent_id) == ("assigned", "us-east-sales", "agt-use-1")
     assert outs[2][1].sla_deadline == WED_15_UTC + SLA
     ev = AgentEvent("e1", "agt-use-1", "accepted", WED_15_UTC + timedelta(seconds=30), "L1")
-    steps = on_agent_event(REF, state, "us-east-sales", ev, WED_15_UTC, SLA)
+    steps = on_agent_event(REF, state, "us-east-sales", ev, WED_15_UTC, RULES)
     assert [(s.action, s.agent_id) for _, s in steps] == [("accepted", "agt-use-1")]
     assert not state.pending
-    assert expire(REF, state, "us-east-sales", WED_15_UTC + timedelta(hours=1), WED_15_UTC, SLA) == []
-    again = on_agent_event(REF, state, "us-east-sales", ev, WED_15_UTC, SLA)
+    assert expire(REF, state, "us-east-sales", WED_15_UTC + timedelta(hours=1), WED_15_UTC, RULES) == []
+    again = on_agent_event(REF, state, "us-east-sales", ev, WED_15_UTC, RULES)
     assert again == []  # the same event id twice is ignored
 
 
-def test_sla_expiry_reassigns_and_sets_the_agent_away_then_manual_review():
+def test_sla_expiry_reassigns_and_sets_the_agent_offline_then_manual_review():
     state, _ = _dispatch(["L1"])
     t1 = WED_15_UTC + SLA
-    assert expire(REF, state, "us-east-sales", t1 - timedelta(seconds=1), WED_15_UTC, SLA) == []  # not yet
-    outs = expire(REF, state, "us-east-sales", t1, WED_15_UTC, SLA)
+    assert expire(REF, state, "us-east-sales", t1 - timedelta(seconds=1), WED_15_UTC, RULES) == []  # not yet
+    outs = expire(REF, state, "us-east-sales", t1, WED_15_UTC, RULES)
     summary = [(k, getattr(r, "action", None) or getattr(r, "status", None), getattr(r, "agent_id", None))
                for k, r in outs]
-    assert summary == [("assignment", "expired", "agt-use-1"), ("agent_status", "away", "agt-use-1"),
+    assert summary == [("assignment", "expired", "agt-use-1"), ("agent_status", "offline", "agt-use-1"),
                        ("delivery", None, "agt-use-2"), ("assignment", "reassigned", "agt-use-2")]
-    assert state.status == {"agt-use-1": "away"} and state.pending["L1"].attempt == 2
+    assert state.status == {"agt-use-1": "offline"} and state.pending["L1"].attempt == 2
     # agt-use-3 is on shift (Mon-Sat 9-17 New York): the third offer goes there, then nobody is left
-    outs = expire(REF, state, "us-east-sales", t1 + SLA, WED_15_UTC, SLA)
+    outs = expire(REF, state, "us-east-sales", t1 + SLA, WED_15_UTC, RULES)
     assert [r.agent_id for k, r in outs if k == "assignment" and r.action == "reassigned"] == ["agt-use-3"]
-    outs = expire(REF, state, "us-east-sales", t1 + 2 * SLA, WED_15_UTC, SLA)
+    outs = expire(REF, state, "us-east-sales", t1 + 2 * SLA, WED_15_UTC, RULES)
     review = [r for k, r in outs if k == "assignment" and r.action == "manual_review"]
-    assert len(review) == 1 and review[0].reason == "no_available_agent" and review[0].attempt == 4
+    assert len(review) == 1 and review[0].reason == "all_agents_offered" and review[0].attempt == 4
     assert any(k == "manual_review" for k, _ in outs) and not state.pending
-    # an agent set away gets nothing until it comes back online
-    on_agent_event(REF, state, "us-east-sales", AgentEvent("o1", "agt-use-1", "online", t1, None), t1, SLA)
+    # an agent set offline gets nothing until it comes back online
+    on_agent_event(REF, state, "us-east-sales", AgentEvent("o1", "agt-use-1", "online", t1, None), t1, RULES)
     assert "agt-use-1" not in state.status
 
 
@@ -148,34 +150,35 @@ def test_rejection_reassigns_and_stray_events_are_recorded_and_ignored():
     state, outs = _dispatch(["L1", "L2"])
     assert [r.agent_id for k, r in outs if k == "lead"] == ["agt-use-1", "agt-use-2"]
     rej = on_agent_event(REF, state, "us-east-sales",
-                         AgentEvent("r1", "agt-use-2", "rejected", WED_15_UTC, "L2"), WED_15_UTC, SLA)
+                         AgentEvent("r1", "agt-use-2", "rejected", WED_15_UTC, "L2"), WED_15_UTC, RULES)
     assert [(r.action, r.agent_id) for k, r in rej if k == "assignment"] == [
         ("rejected", "agt-use-2"), ("reassigned", "agt-use-1")]
     wrong = on_agent_event(REF, state, "us-east-sales",
-                           AgentEvent("w1", "agt-use-3", "accepted", WED_15_UTC, "L1"), WED_15_UTC, SLA)
+                           AgentEvent("w1", "agt-use-3", "accepted", WED_15_UTC, "L1"), WED_15_UTC, RULES)
     assert [(r.action, r.reason) for _, r in wrong] == [("ignored", "not_assigned_agent")]
     unknown = on_agent_event(REF, state, "us-east-sales",
-                             AgentEvent("u1", "agt-use-1", "accepted", WED_15_UTC, "nope"), WED_15_UTC, SLA)
+                             AgentEvent("u1", "agt-use-1", "accepted", WED_15_UTC, "nope"), WED_15_UTC, RULES)
     assert [(r.action, r.reason, r.lead_id) for _, r in unknown] == [("ignored", "unknown_lead", "nope")]
     on_agent_event(REF, state, "us-east-sales", AgentEvent("a1", "agt-use-1", "accepted", WED_15_UTC, "L1"),
-                   WED_15_UTC, SLA)
+                   WED_15_UTC, RULES)
     closed = on_agent_event(REF, state, "us-east-sales",
-                            AgentEvent("a2", "agt-use-1", "accepted", WED_15_UTC, "L1"), WED_15_UTC, SLA)
+                            AgentEvent("a2", "agt-use-1", "accepted", WED_15_UTC, "L1"), WED_15_UTC, RULES)
     assert [(r.action, r.reason) for _, r in closed] == [("ignored", "not_pending")]
 
 
 def test_without_sla_nothing_is_kept_or_expires():
     state = TeamState()
     routed = route_lead(REF, lead_record("L1", state="NY"))
-    outs = dispatch_lead(REF, state, routed, WED_15_UTC, WED_15_UTC, None)
+    outs = dispatch_lead(REF, state, routed, WED_15_UTC, WED_15_UTC, Rules(None))
     assert [k for k, _ in outs] == ["lead", "delivery", "assignment"] and outs[2][1].sla_deadline is None
     assert not state.pending and state.next_deadline() is None
 
 
-def test_no_available_agent_goes_to_manual_review_with_reason():
+def test_without_agent_events_no_available_agent_goes_to_manual_review_with_reason():
+    # nothing could free an agent without agent events, so the lead does not wait (tests/unit/test_desk.py: queue)
     state = TeamState(status={"agt-use-1": "offline", "agt-use-2": "away", "agt-use-3": "away"})
     routed = route_lead(REF, lead_record("L1", state="NY"))
-    outs = dispatch_lead(REF, state, routed, WED_15_UTC, WED_15_UTC, SLA)
+    outs = dispatch_lead(REF, state, routed, WED_15_UTC, WED_15_UTC, Rules(None))
     assert [k for k, _ in outs] == ["lead", "manual_review", "assignment"]
     assert outs[0][1].routing_status == "manual_review" and outs[0][1].routing_reason == "no_available_agent"
 

@@ -143,8 +143,8 @@ def test_reference_tables_are_the_ones_the_loader_reads(generated):
     from transforms import reference
 
     assert set(generated["reference_tables"]) == set(reference.BQ_TABLES.values())
-    for key, table in reference.BQ_TABLES.items():
-        assert [c["name"] for c in generated["reference_tables"][table]["schema"]] == list(reference._COLUMNS[key])
+    for key, table in reference.BQ_TABLES.items():  # required and optional columns
+        assert [c["name"] for c in generated["reference_tables"][table]["schema"]] == list(reference.ALL_COLUMNS[key])
 
 
 def test_every_view_file_becomes_a_view_with_the_same_placeholders(tf, generated):
