@@ -114,7 +114,10 @@ def test_streaming_matches_bounded_and_every_unit_is_accounted(stack, messages_f
         review = pull_all(cfg.subscription("lead-manual-review-ops"), max_wait=2)
         delivered = {m.message.attributes["lead_id"] for m in deliveries}  # re-assignments deliver again
         reviewed = {m.message.attributes["lead_id"] for m in review}
-        assert len(delivered | reviewed) == counts["leads"]
+        # with no agent answering, agents fill to their caps and the rest wait in their desk's queue
+        queued = {r["lead_id"] for r in client.query(
+            f"SELECT DISTINCT lead_id FROM `{dataset}.lead_assignments` WHERE action = 'queued'").result()}
+        assert not queued & reviewed and len(delivered | reviewed | queued) == counts["leads"]
         first = deliveries[0].message
         assert json.loads(first.data)["lead_id"] == first.attributes["lead_id"] == first.ordering_key
         assert first.attributes["outcome"] == "new" and first.attributes["provider"]
@@ -124,12 +127,12 @@ def test_streaming_matches_bounded_and_every_unit_is_accounted(stack, messages_f
         assert all(m.message.attributes["routing_reason"] for m in review)
         routed = {r["routing_status"]: r["n"] for r in client.query(
             f"SELECT routing_status, COUNT(*) AS n FROM `{dataset}.leads` GROUP BY 1").result()}
-        assert sum(routed.values()) == counts["leads"] and set(routed) <= {"assigned", "manual_review"}
+        assert sum(routed.values()) == counts["leads"] and set(routed) <= {"assigned", "manual_review", "queued"}
         # the living record: one leads_current row per lead, live ones one per person, with the routing status
         current = {r["status"]: r["n"] for r in client.query(
             f"SELECT status, COUNT(*) AS n FROM `{dataset}.leads_current` GROUP BY status").result()}
         assert sum(n for status, n in current.items() if status != "merged") == manifest["persons"]
-        assert set(current) - {"merged"} <= {"assigned", "manual_review"} and current.get("assigned")
+        assert set(current) - {"merged"} <= {"assigned", "manual_review", "queued"} and current.get("assigned")
         first_steps = next(iter(client.query(
             f"SELECT COUNT(DISTINCT lead_id) AS n FROM `{dataset}.lead_assignments` WHERE attempt = 1").result()))["n"]
         assert first_steps == counts["leads"]
