@@ -272,7 +272,8 @@ def run_streaming(input_file: Path, timeout: float, direct: bool = False) -> int
         for row in client.query(f"SELECT lead_id, primary_source, first_seen_at FROM `{dataset}.leads` "
                                 "ORDER BY first_seen_at LIMIT 5").result():
             print(f"        {row['lead_id']}  {row['primary_source']:<22} {row['first_seen_at']}")
-        print("      routing: status, team, leads (first assignment):")
+        print("      routing: status, team, leads (no agent answers in the demo: each agent holds up to its max_open "
+              "offers and the rest wait in their desk's queue; `leadflow simulate-desk` plays a day with agents):")
         for row in client.query(f"SELECT routing_status, team, COUNT(*) AS n FROM `{dataset}.leads` "
                                 "GROUP BY 1, 2 ORDER BY n DESC LIMIT 8").result():
             print(f"        {row['routing_status'] or '-':<14} {row['team'] or '-':<20}{row['n']:>6}")
