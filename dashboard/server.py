@@ -16,6 +16,9 @@ import logging
 import sys
 from pathlib import Path
 
+from fastapi import FastAPI, Request  # at module level: FastAPI resolves the handlers' annotations here
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+
 from dashboard.data import Filters, load
 from dashboard.render import page
 from schemas import bigquery as bq
@@ -31,9 +34,6 @@ def _now() -> str:
 
 
 def create_app(bq_dataset: str, *, refresh_seconds: int = DEFAULT_REFRESH_S, client=None):
-    from fastapi import FastAPI, Request
-    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-
     project, dataset = bq.parse_dataset(bq_dataset)
     client = client or bq.client_for(project)
     app = FastAPI(title="Leadflow dashboard", docs_url=None, redoc_url=None, openapi_url=None)
