@@ -8,7 +8,9 @@ processes died (a crashed run) is reported and cleaned; emulator processes of ou
 file knows about are reported (``down`` stops them). ``down`` stops everything it started.
 ``leadflow local up`` also starts the ingestion gateway (HTTP on 8080, SMTP on 2525; ``--no_gateway`` leaves it out)
 once the topics exist, with secrets generated for the stack home (``gateway.local``); ``status`` shows it. A
-``StackConfig`` made in code (tests, the demo, the benches) starts it only with ``gateway=True``.
+``StackConfig`` made in code (tests, the demo, the benches) starts it only with ``gateway=True``. The same holds for the
+lead-operations dashboard (``leadflow dashboard`` on 8050 over the stack's dataset, once the views exist;
+``--no_dashboard``; ``dashboard=True`` in code).
 
 State lives in ``$LEADFLOW_HOME`` (default ``.local/`` in the current directory): ``stack.json``
 and one log file per service.
@@ -31,7 +33,7 @@ from schemas.resources import DATASET, LOCAL_PROJECT, SUBSCRIPTIONS, TOPICS, Res
 
 PROJECT = LOCAL_PROJECT
 SERVICE_MODULES = {"pubsub": "infra.local.pubsub_emulator", "bigquery": "infra.local.bigquery_emulator",
-                   "scorer": "bentoml", "gateway": "gateway"}
+                   "scorer": "bentoml", "gateway": "gateway", "dashboard": "dashboard"}
 SCORER_SERVICE = "scoring.service:LeadScorer"
 SCORER_TRAINING_ROWS = 5000  # generated history for the local model when the store has none
 
@@ -51,6 +53,8 @@ class StackConfig:
     gateway: bool = False  # the ingestion gateway with its SMTP receiver (the command line's default: on)
     gateway_port: int = 8080
     smtp_port: int = 2525
+    dashboard: bool = False  # the lead-operations dashboard (the command line's default: on)
+    dashboard_port: int = 8050
     project: str = PROJECT
     dataset: str = DATASET
     home: Path = field(default_factory=lambda: Path(os.environ.get("LEADFLOW_HOME", ".local")))
@@ -70,6 +74,10 @@ class StackConfig:
     @property
     def gateway_url(self) -> str:
         return f"http://{self.host}:{self.gateway_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.host}:{self.dashboard_port}"
 
     @property
     def identity_store(self) -> Path:
@@ -346,7 +354,7 @@ def _start(cfg: StackConfig, name: str, args: list[str],
         proc = subprocess.Popen([sys.executable, "-m", SERVICE_MODULES[name], *args], stdout=out, env=env,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     port = {"pubsub": cfg.pubsub_port, "bigquery": cfg.bigquery_port, "scorer": cfg.scorer_port,
-            "gateway": cfg.gateway_port}[name]
+            "gateway": cfg.gateway_port, "dashboard": cfg.dashboard_port}[name]
     return Service(name, proc.pid, port, str(log), time.time()), proc
 
 
@@ -384,6 +392,30 @@ def start_gateway(cfg: StackConfig, services: dict[str, Service], out=print) -> 
         raise
     out(f"gateway: started (pid {svc.pid}) on {cfg.gateway_url}, SMTP {cfg.host}:{cfg.smtp_port} in "
         f"{time.monotonic() - started:.1f} s; secrets for senders in {cfg.home / 'gateway-client.json'}; "
+        f"log {svc.log}")
+
+
+def start_dashboard(cfg: StackConfig, services: dict[str, Service], out=print) -> None:
+    """The dashboard after the views exist, reading the stack's dataset through the BigQuery emulator."""
+    if "dashboard" in services:
+        out(f"dashboard: already running (pid {services['dashboard'].pid}) on {cfg.dashboard_url}")
+        return
+    if port_open(cfg.host, cfg.dashboard_port):
+        raise StackError(f"port {cfg.dashboard_port} is in use by another program ({listener(cfg.dashboard_port)}); "
+                         "choose another port (leadflow local up --dashboard_port N), or leave it out (--no_dashboard)")
+    started = time.monotonic()
+    svc, proc = _start(cfg, "dashboard", ["--host", cfg.host, "--port", str(cfg.dashboard_port),
+                                          "--bq_dataset", f"{cfg.project}:{cfg.dataset}"], cfg.env())
+    services["dashboard"] = svc
+    save_state(cfg, services)
+    try:
+        wait_for(lambda: port_open(cfg.host, cfg.dashboard_port), "dashboard", proc, Path(svc.log), timeout=60)
+    except StackError:
+        stop_pid(svc.pid)
+        del services["dashboard"]
+        save_state(cfg, services)
+        raise
+    out(f"dashboard: started (pid {svc.pid}) on {cfg.dashboard_url} in {time.monotonic() - started:.1f} s; "
         f"log {svc.log}")
 
 
@@ -450,6 +482,8 @@ def up(cfg: StackConfig, out=print) -> dict[str, Service]:
     client = client_for(cfg.project, cfg.bigquery_host)
     tables = ensure_dataset_and_tables(cfg.project, cfg.dataset, client=client)
     out(f"  bigquery {cfg.project}.{cfg.dataset}: " + ", ".join(str(t) for t in tables))
+    if cfg.dashboard:
+        start_dashboard(cfg, services, out)
     return services
 
 
@@ -476,7 +510,8 @@ def status(cfg: StackConfig, out=print) -> bool:
     healthy = bool(services)
     for name in SERVICE_MODULES:
         svc = services.get(name)
-        if svc is None and ((name == "scorer" and not cfg.scorer) or (name == "gateway" and not cfg.gateway)):
+        if svc is None and ((name == "scorer" and not cfg.scorer) or (name == "gateway" and not cfg.gateway)
+                                or (name == "dashboard" and not cfg.dashboard)):
             continue
         if svc is None:
             out(f"{name}: not started")
@@ -502,6 +537,8 @@ def print_env(cfg: StackConfig, out=print) -> None:
     if cfg.gateway:
         out(f"\nthe gateway: {cfg.gateway_url} (SMTP {cfg.host}:{cfg.smtp_port}); the secrets and API key to send "
             f"with are in {cfg.home / 'gateway-client.json'}")
+    if cfg.dashboard:
+        out(f"\nthe lead-operations dashboard: {cfg.dashboard_url}")
     out("\nrun the streaming pipeline against it:")
     out("  leadflow run " + " ".join(cfg.pipeline_args()))
 
@@ -522,13 +559,17 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--gateway", action="store_true", default=True, help=argparse.SUPPRESS)  # the default
     ap.add_argument("--gateway_port", type=int, default=8080)
     ap.add_argument("--smtp_port", type=int, default=2525)
+    ap.add_argument("--no_dashboard", dest="dashboard", action="store_false",
+                    help="do not start the lead-operations dashboard (started by default)")
+    ap.add_argument("--dashboard_port", type=int, default=8050)
     ap.add_argument("--project", default=PROJECT)
     ap.add_argument("--dataset", default=DATASET)
     args = ap.parse_args(argv)
     cfg = StackConfig(host=args.host, pubsub_port=args.pubsub_port, bigquery_port=args.bigquery_port,
                       bigquery_grpc_port=args.bigquery_grpc_port, scorer_port=args.scorer_port,
                       scorer=not args.no_scorer, project=args.project, dataset=args.dataset, gateway=args.gateway,
-                      gateway_port=args.gateway_port, smtp_port=args.smtp_port)
+                      gateway_port=args.gateway_port, smtp_port=args.smtp_port, dashboard=args.dashboard,
+                      dashboard_port=args.dashboard_port)
     try:
         if args.command == "up":
             up(cfg)
