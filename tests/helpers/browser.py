@@ -34,8 +34,11 @@ def chromium_or_skip() -> str:
         return found
     if os.geteuid() != 0:
         pytest.skip("chromium is not installed and this is not root: apt-get install -y chromium")
-    done = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-                          capture_output=True, text=True, timeout=900)
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    done = subprocess.run(install, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:  # a fresh machine has no package lists yet
+        subprocess.run(["apt-get", "update"], capture_output=True, text=True, timeout=600)
+        done = subprocess.run(install, capture_output=True, text=True, timeout=900)
     if done.returncode != 0 or not shutil.which("chromium"):
         pytest.skip(f"chromium could not be installed with apt: {done.stderr.strip()[-300:]}")
     return shutil.which("chromium")
