@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from dashboard.panels import BY_NAME, PANELS, funnel_rows
+from dashboard.panels import BY_NAME, PANELS
 from schemas import bigquery as bq
 
 _PARAM_TYPES = {"date_from": "DATE", "date_to": "DATE", "source": "STRING", "team": "STRING"}
@@ -60,15 +60,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def run_panel(client, project: str, dataset: str, name: str, filters: Filters) -> list[dict]:
+def run_query(client, project: str, dataset: str, panel, filters: Filters) -> list[dict]:
+    """The rows of a panel's query (before its ``derive``)."""
     from google.cloud import bigquery
 
-    panel = BY_NAME[name]
     params = [bigquery.ScalarQueryParameter(p, _PARAM_TYPES[p], getattr(filters, p)) for p in panel.parameters()]
     sql = bq.render(panel.sql, project, dataset)
-    rows = [{k: _plain(v) for k, v in row.items()} for row in client.query(
+    return [{k: _plain(v) for k, v in row.items()} for row in client.query(
         sql, job_config=bigquery.QueryJobConfig(query_parameters=params)).result()]
-    return funnel_rows(rows[0]) if name == "funnel" else rows
+
+
+def run_panel(client, project: str, dataset: str, name: str, filters: Filters) -> list[dict]:
+    panel = BY_NAME[name]
+    rows = run_query(client, project, dataset, panel, filters)
+    return panel.derive(rows) if panel.derive else rows
 
 
 CHOICES = {
@@ -82,9 +87,12 @@ def load(client, project: str, dataset: str, filters: Filters) -> dict[str, Any]
     """Every panel's rows, the filter choices (sources, teams) and how long the queries took."""
     started = time.monotonic()
     with ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="dashboard-query") as pool:
-        panels = {p.name: pool.submit(run_panel, client, project, dataset, p.name, filters) for p in PANELS}
+        queries = {}  # panels that share a query run it once
+        for p in PANELS:
+            queries.setdefault(p.sql, pool.submit(run_query, client, project, dataset, p, filters))
         choices = {k: pool.submit(lambda sql: [r["v"] for r in client.query(bq.render(sql, project, dataset)).result()],
                                   sql) for k, sql in CHOICES.items()}
-        panels = {k: f.result() for k, f in panels.items()}
+        panels = {p.name: (p.derive(queries[p.sql].result()) if p.derive else queries[p.sql].result())
+                  for p in PANELS}
         choices = {k: f.result() for k, f in choices.items()}
     return {"panels": panels, "choices": choices, "query_seconds": round(time.monotonic() - started, 3)}

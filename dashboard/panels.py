@@ -42,6 +42,7 @@ class Panel:
     filters: tuple[str, ...]
     chart: Callable[[list[dict]], Spec]  # rows -> Vega-Lite spec (data inlined)
     pending: str | None = None  # what a later issue adds to this panel
+    derive: Callable[[list[dict]], list[dict]] | None = None  # the query's rows -> the panel's (a shared query)
 
     def parameters(self) -> list[str]:
         """The query parameters this panel's SQL uses (only those are sent)."""
@@ -127,6 +128,62 @@ PENDING = {
                   "open leads per agent (assigned or accepted), no cap line.",
 }
 
+# The people now, grouped as the routing queue, agent load and funnel need them: one evaluation of the leads_current
+# view serves the three panels (it is the dashboard's costliest query; data.load runs a shared query once).
+LEADS_NOW = f"""WITH people AS (
+  SELECT lead_id, status, team, agent_id, events, is_test
+  FROM {_P}.leads_current`
+  WHERE status != 'merged'
+    AND {_dates("DATE(first_seen_at)")} AND {_is("source", "primary_source")} AND {_is("team", "team")}
+),
+steps AS (
+  SELECT lead_id, COUNTIF(action = 'assigned') AS offers, COUNTIF(action = 'accepted') AS acceptances
+  FROM {_P}.lead_assignments`
+  GROUP BY lead_id
+)
+SELECT p.status, p.team, p.agent_id, p.is_test, COUNT(*) AS people, SUM(p.events) AS events,
+  COUNTIF(IFNULL(s.offers, 0) > 0) AS offered, COUNTIF(IFNULL(s.acceptances, 0) > 0) AS accepted
+FROM people AS p
+LEFT JOIN steps AS s ON s.lead_id = p.lead_id
+GROUP BY p.status, p.team, p.agent_id, p.is_test"""
+
+
+def nulls_first(*values) -> tuple:
+    """A sort key that orders like SQL's ascending ORDER BY (NULL first)."""
+    return tuple((v is not None, v if v is not None else "") for v in values)
+
+
+def _sum_by(rows: list[dict], key: tuple[str, ...], keep: Callable[[dict], bool], measure: str) -> list[dict]:
+    acc: dict[tuple, int] = {}
+    for r in rows:
+        if keep(r):
+            k = tuple(r[c] for c in key)
+            acc[k] = acc.get(k, 0) + int(r["people"])
+    ordered = sorted(acc.items(), key=lambda kv: nulls_first(*kv[0]))
+    return [dict(zip(key, k, strict=True)) | {measure: n} for k, n in ordered]
+
+
+def routing_queue(rows: list[dict]) -> list[dict]:
+    """Leads awaiting an agent's acceptance or in manual review, per team and status (test leads left out)."""
+    return _sum_by(rows, ("team", "status"),
+                   lambda r: r["status"] in ("assigned", "manual_review") and not r["is_test"], "leads")
+
+
+def agent_load(rows: list[dict]) -> list[dict]:
+    """Open leads (assigned or accepted) per team and agent (test leads left out)."""
+    return _sum_by(rows, ("team", "agent_id"), lambda r: r["status"] in ("assigned", "accepted")
+                   and r["agent_id"] is not None and not r["is_test"], "open_leads")
+
+
+def funnel(rows: list[dict]) -> list[dict]:
+    """Events -> persons -> leads (not test) -> offered -> accepted, one row per stage in funnel order."""
+    real = [r for r in rows if not r["is_test"]]
+    counts = {"events": sum(int(r["events"] or 0) for r in rows), "persons": sum(int(r["people"]) for r in rows),
+              "leads": sum(int(r["people"]) for r in real), "offered": sum(int(r["offered"]) for r in real),
+              "accepted": sum(int(r["accepted"]) for r in real)}
+    return funnel_rows(counts)
+
+
 PANELS: tuple[Panel, ...] = (
     Panel(
         "new_leads", "New leads per source and day",
@@ -181,49 +238,18 @@ ORDER BY priority_tier, score_source""",
     Panel(
         "routing_queue", "Routing queue and manual review",
         "Which leads wait for an agent's acceptance or for manual review, per team (leads_current)?",
-        f"""SELECT team, status, COUNT(*) AS leads
-FROM {_P}.leads_current`
-WHERE status IN ('assigned', 'manual_review') AND NOT is_test
-  AND {_dates("DATE(first_seen_at)")} AND {_is("source", "primary_source")} AND {_is("team", "team")}
-GROUP BY team, status
-ORDER BY team, status""",
-        FILTERS, _bar("team", "leads", "status"), PENDING["routing_queue"],
+        LEADS_NOW, FILTERS, _bar("team", "leads", "status"), PENDING["routing_queue"], routing_queue,
     ),
     Panel(
         "agent_load", "Agent load",
         "How many open leads (assigned or accepted) does each agent hold now (leads_current)?",
-        f"""SELECT team, agent_id, COUNT(*) AS open_leads
-FROM {_P}.leads_current`
-WHERE status IN ('assigned', 'accepted') AND agent_id IS NOT NULL AND NOT is_test
-  AND {_dates("DATE(first_seen_at)")} AND {_is("source", "primary_source")} AND {_is("team", "team")}
-GROUP BY team, agent_id
-ORDER BY team, agent_id""",
-        FILTERS, _bar("agent_id", "open_leads", "team"), PENDING["agent_load"],
+        LEADS_NOW, FILTERS, _bar("agent_id", "open_leads", "team"), PENDING["agent_load"], agent_load,
     ),
     Panel(
         "funnel", "Funnel",
         "Of the lead events, how many people, real (not test) leads, leads offered to an agent and leads accepted? "
         "(leads_current after merges, lead_assignments)",
-        f"""WITH people AS (
-  SELECT lead_id, events, is_test
-  FROM {_P}.leads_current`
-  WHERE status != 'merged'
-    AND {_dates("DATE(first_seen_at)")} AND {_is("source", "primary_source")} AND {_is("team", "team")}
-),
-steps AS (
-  SELECT lead_id, COUNTIF(action = 'assigned') AS offers, COUNTIF(action = 'accepted') AS acceptances
-  FROM {_P}.lead_assignments`
-  GROUP BY lead_id
-)
-SELECT
-  IFNULL(SUM(p.events), 0) AS events,
-  COUNT(*) AS persons,
-  COUNTIF(NOT p.is_test) AS leads,
-  COUNTIF(NOT p.is_test AND IFNULL(s.offers, 0) > 0) AS offered,
-  COUNTIF(NOT p.is_test AND IFNULL(s.acceptances, 0) > 0) AS accepted
-FROM people AS p
-LEFT JOIN steps AS s ON s.lead_id = p.lead_id""",
-        FILTERS, _funnel,
+        LEADS_NOW, FILTERS, _funnel, None, funnel,
     ),
 )
 

@@ -82,8 +82,10 @@ def expected(run, f: dash.Filters) -> dict[str, list[dict]]:
                           "messages": r["distinct_messages"]}
                          for r in sums(dead, ("stage", "error_type"), ("dead_letters", "distinct_messages"))],
         "score_mix": sums(scores, ("priority_tier", "score_source"), ("leads",)),
-        "routing_queue": [{"team": t, "status": s, "leads": n} for (t, s), n in sorted(queue.items())],
-        "agent_load": [{"team": t, "agent_id": a, "open_leads": n} for (t, a), n in sorted(load.items())],
+        "routing_queue": [{"team": t, "status": s, "leads": n}
+                          for (t, s), n in sorted(queue.items(), key=lambda kv: dpanels.nulls_first(*kv[0]))],
+        "agent_load": [{"team": t, "agent_id": a, "open_leads": n}
+                       for (t, a), n in sorted(load.items(), key=lambda kv: dpanels.nulls_first(*kv[0]))],
         "funnel": dpanels.funnel_rows({
             "events": sum(r["events"] for r in people), "persons": len(people), "leads": len(real),
             "offered": sum(1 for r in real if "assigned" in actions[r["lead_id"]]),
