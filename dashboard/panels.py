@@ -49,12 +49,13 @@ class Panel:
         return sorted(set(re.findall(r"@([a-z_]+)", self.sql)))
 
 
-def _bar(x: str, y: str, color: str, *, x_type: str = "nominal", title_y: str | None = None) -> Callable:
+def _bar(x: str, y: str, color: str, *, x_type: str = "nominal", title_y: str | None = None,
+         x_sort: list[str] | None = None) -> Callable:
     def spec(rows: list[dict]) -> Spec:
         return {
             "data": {"values": rows}, "mark": {"type": "bar", "tooltip": True}, "width": 520, "height": 240,
             "encoding": {
-                "x": {"field": x, "type": x_type, "title": x.replace("_", " ")},
+                "x": {"field": x, "type": x_type, "title": x.replace("_", " "), "sort": x_sort or "ascending"},
                 "y": {"field": y, "type": "quantitative", "title": title_y or y.replace("_", " ")},
                 "color": {"field": color, "type": "nominal", "title": color.replace("_", " ")},
             },
@@ -233,7 +234,7 @@ FROM {_P}.score_distribution`
 WHERE {_dates("lead_date")} AND {_is("source", "primary_source")}
 GROUP BY priority_tier, score_source
 ORDER BY priority_tier, score_source""",
-        ("date", "source"), _bar("priority_tier", "leads", "score_source"),
+        ("date", "source"), _bar("priority_tier", "leads", "score_source", x_sort=["hot", "warm", "cold", "unscored"]),
     ),
     Panel(
         "routing_queue", "Routing queue and manual review",

@@ -112,6 +112,9 @@ def test_every_panel_equals_the_views_on_the_sample_run(sample_landed):
     assert funnel["persons"] == manifest["persons"] and funnel["events"] == manifest["lead_events"]
     assert funnel["events"] >= funnel["persons"] >= funnel["leads"] >= funnel["offered"] >= funnel["accepted"] > 0
     assert "api" in got["choices"]["source"] and got["choices"]["team"]
+    # scored in-process by the model: the score mix has model-scored tiers
+    assert {r["score_source"] for r in got["panels"]["score_mix"]} == {"model"}
+    assert {r["priority_tier"] for r in got["panels"]["score_mix"]} >= {"hot", "warm", "cold"} - {"none"}
 
 
 def test_filters_narrow_every_panel_they_apply_to(sample_landed):

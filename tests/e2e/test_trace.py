@@ -47,6 +47,7 @@ def test_the_journey_of_a_person_from_three_providers(sample_landed, three_provi
         v["version_id"] for v in run.tables["lead_versions"]
         if v["lead_id"] == lead_id and v["change"] not in tr.ROUTING_CHANGES)
     assert by_kind["routing"] and by_kind["routing"][0].what.startswith("assigned, attempt 1")
+    assert any(s.what.startswith("scored ") and " by model" in s.what for s in by_kind["change"])
     assert [s.at for s in steps] == sorted(s.at for s in steps)
     assert steps[0].kind == "event" and "new via" in steps[0].what  # the first sighting opens the journey
     # the same person by e-mail, lead id and the message id of the person's last event
