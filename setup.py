@@ -2,10 +2,11 @@
 
 Workers get the floors the job runs on: ``schemas``, ``scoring``, ``transforms``, ``pipelines`` (the job and the
 operator tools); ``gateway``, the ingestion gateway, is a service deployed beside the job (its dependencies are the
-``gateway`` extra; the job never imports it). The local stack (``infra.local``: emulators, DirectRunner speed-ups),
-the deployment tools (``infra.deploy``), synthetic data with the bundled sample (``pipelines.synthetic``) and the
-developer tools (``pipelines.dev``) stay out of the distribution: they run from the repository checkout, where the
-editable install maps the top-level packages to their folders (so ``leadflow local``, ``leadflow demo`` work there).
+``gateway`` extra; the job never imports it); so is ``dashboard``, the lead-operations dashboard (its extra too).
+The local stack (``infra.local``: emulators, DirectRunner speed-ups), the deployment tools (``infra.deploy``),
+synthetic data with the bundled sample (``pipelines.synthetic``) and the developer tools (``pipelines.dev``) stay
+out of the distribution: they run from the repository checkout, where the editable install maps the top-level
+packages to their folders (so ``leadflow local``, ``leadflow demo`` work there).
 
 Dependencies are pinned in requirements.lock (resolved in one run from requirements.in); the
 ``install_requires`` here are the ranges workers need, so ``--setup_file`` builds stay light.
@@ -23,7 +24,8 @@ setuptools.setup(
     python_requires=">=3.11,<3.12",
     # "infra" itself (empty) stays listed: the editable install maps top-level packages to their folders
     packages=setuptools.find_packages(
-        include=["pipelines*", "transforms*", "scoring*", "schemas*", "gateway*", "infra"], exclude=LOCAL_ONLY),
+        include=["pipelines*", "transforms*", "scoring*", "schemas*", "gateway*", "dashboard*", "infra"],
+        exclude=LOCAL_ONLY),
     package_data={
         "transforms.reference_data": ["*.csv"],
         "schemas": ["views/*.sql"],
@@ -48,6 +50,7 @@ setuptools.setup(
         "inprocess": ["bentoml==1.4.39"],
         "gateway": ["fastapi", "uvicorn", "httpx", "python-multipart", "twilio", "limits", "openpyxl", "aiosmtpd",
                     "google-cloud-pubsub"],
+        "dashboard": ["fastapi", "uvicorn", "vl-convert-python"],  # the lead-operations dashboard (dashboard/)
     },
     entry_points={"console_scripts": ["leadflow=pipelines.cli:main"]},
 )

@@ -13,6 +13,9 @@
     leadflow knowlarity-sync --since 15m                         publish Knowlarity's recent calls from its call log
     leadflow meta-refetch [--dry-run]                            read again the Meta leads the gateway could not read
     leadflow simulate-desk [--leads 900] [--seed 7]              a simulated day: today's routing rules vs the desk's
+    leadflow dashboard --bq_dataset P:D [--port 8050]            the lead-operations dashboard over the views
+    leadflow report --bq_dataset P:D --out report.html           the same page as one self-contained file
+    leadflow trace --bq_dataset P:D --lead_id L | --message_id M | --phone P | --email E   one person's journey
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = ("run", "generate", "summary", "demo", "local", "train", "replay-dead-letters", "identity-seed",
-                "gateway", "meta-backfill", "knowlarity-sync", "meta-refetch", "simulate-desk")
+                "gateway", "meta-backfill", "knowlarity-sync", "meta-refetch", "simulate-desk", "dashboard", "report",
+                "trace")
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(__doc__.strip())
         return 0 if argv and argv[0] in ("-h", "--help") else 2
@@ -77,6 +81,18 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.dev import desk_sim
 
         return desk_sim.main(rest)
+    if command == "dashboard":
+        from dashboard import server as dashboard_server
+
+        return dashboard_server.main(rest)
+    if command == "report":
+        from dashboard import server as dashboard_server
+
+        return dashboard_server.report_main(rest)
+    if command == "trace":
+        from pipelines.ops import trace
+
+        return trace.main(rest)
     if command == "demo":
         from pipelines.dev import demo
 

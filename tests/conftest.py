@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.helpers.bigquery", "tests.helpers.scorer"]
+pytest_plugins = ["tests.helpers.bigquery", "tests.helpers.scorer", "tests.helpers.sample_run"]
 
 
 @pytest.fixture(scope="session", autouse=True)

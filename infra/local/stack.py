@@ -8,7 +8,9 @@ processes died (a crashed run) is reported and cleaned; emulator processes of ou
 file knows about are reported (``down`` stops them). ``down`` stops everything it started.
 ``leadflow local up`` also starts the ingestion gateway (HTTP on 8080, SMTP on 2525; ``--no_gateway`` leaves it out)
 once the topics exist, with secrets generated for the stack home (``gateway.local``); ``status`` shows it. A
-``StackConfig`` made in code (tests, the demo, the benches) starts it only with ``gateway=True``.
+``StackConfig`` made in code (tests, the demo, the benches) starts it only with ``gateway=True``. The same holds for the
+lead-operations dashboard (``leadflow dashboard`` on 8050 over the stack's dataset, once the views exist;
+``--no_dashboard``; ``dashboard=True`` in code).
 
 State lives in ``$LEADFLOW_HOME`` (default ``.local/`` in the current directory): ``stack.json``
 and one log file per service.
@@ -31,7 +33,8 @@ from schemas.resources import DATASET, LOCAL_PROJECT, SUBSCRIPTIONS, TOPICS, Res
 
 PROJECT = LOCAL_PROJECT
 SERVICE_MODULES = {"pubsub": "infra.local.pubsub_emulator", "bigquery": "infra.local.bigquery_emulator",
-                   "scorer": "bentoml", "meta_graph": "infra.local.graph_stand_in", "gateway": "gateway"}
+                   "scorer": "bentoml", "meta_graph": "infra.local.graph_stand_in", "gateway": "gateway",
+                   "dashboard": "dashboard"}
 SCORER_SERVICE = "scoring.service:LeadScorer"
 SCORER_TRAINING_ROWS = 5000  # generated history for the local model when the store has none
 
@@ -52,6 +55,8 @@ class StackConfig:
     gateway_port: int = 8080
     smtp_port: int = 2525
     meta_graph_port: int = 8090  # the Graph API stand-in the local gateway reads Meta leads from (with the gateway)
+    dashboard: bool = False  # the lead-operations dashboard (the command line's default: on)
+    dashboard_port: int = 8050
     project: str = PROJECT
     dataset: str = DATASET
     home: Path = field(default_factory=lambda: Path(os.environ.get("LEADFLOW_HOME", ".local")))
@@ -82,6 +87,8 @@ class StackConfig:
     def meta_graph_dir(self) -> Path:
         """The lead objects the local Graph API stand-in serves, one ``<lead id>.json`` each."""
         return self.home / "meta-graph"
+    def dashboard_url(self) -> str:
+        return f"http://{self.host}:{self.dashboard_port}"
 
     @property
     def identity_store(self) -> Path:
@@ -358,7 +365,7 @@ def _start(cfg: StackConfig, name: str, args: list[str],
         proc = subprocess.Popen([sys.executable, "-m", SERVICE_MODULES[name], *args], stdout=out, env=env,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     port = {"pubsub": cfg.pubsub_port, "bigquery": cfg.bigquery_port, "scorer": cfg.scorer_port,
-            "meta_graph": cfg.meta_graph_port, "gateway": cfg.gateway_port}[name]
+            "meta_graph": cfg.meta_graph_port, "gateway": cfg.gateway_port, "dashboard": cfg.dashboard_port}[name]
     return Service(name, proc.pid, port, str(log), time.time()), proc
 
 
@@ -415,6 +422,22 @@ def _wait_started(cfg: StackConfig, services: dict[str, Service], name: str, pro
         del services[name]
         save_state(cfg, services)
         raise
+def start_dashboard(cfg: StackConfig, services: dict[str, Service], out=print) -> None:
+    """The dashboard after the views exist, reading the stack's dataset through the BigQuery emulator."""
+    if "dashboard" in services:
+        out(f"dashboard: already running (pid {services['dashboard'].pid}) on {cfg.dashboard_url}")
+        return
+    if port_open(cfg.host, cfg.dashboard_port):
+        raise StackError(f"port {cfg.dashboard_port} is in use by another program ({listener(cfg.dashboard_port)}); "
+                         "choose another port (leadflow local up --dashboard_port N), or leave it out (--no_dashboard)")
+    started = time.monotonic()
+    svc, proc = _start(cfg, "dashboard", ["--host", cfg.host, "--port", str(cfg.dashboard_port),
+                                          "--bq_dataset", f"{cfg.project}:{cfg.dataset}"], cfg.env())
+    services["dashboard"] = svc
+    save_state(cfg, services)
+    _wait_started(cfg, services, "dashboard", proc, lambda: port_open(cfg.host, cfg.dashboard_port))
+    out(f"dashboard: started (pid {svc.pid}) on {cfg.dashboard_url} in {time.monotonic() - started:.1f} s; "
+        f"log {svc.log}")
 
 
 def up(cfg: StackConfig, out=print) -> dict[str, Service]:
@@ -480,6 +503,8 @@ def up(cfg: StackConfig, out=print) -> dict[str, Service]:
     client = client_for(cfg.project, cfg.bigquery_host)
     tables = ensure_dataset_and_tables(cfg.project, cfg.dataset, client=client)
     out(f"  bigquery {cfg.project}.{cfg.dataset}: " + ", ".join(str(t) for t in tables))
+    if cfg.dashboard:
+        start_dashboard(cfg, services, out)
     return services
 
 
@@ -506,7 +531,8 @@ def status(cfg: StackConfig, out=print) -> bool:
     healthy = bool(services)
     for name in SERVICE_MODULES:
         svc = services.get(name)
-        optional_off = (name == "scorer" and not cfg.scorer) or (name in ("gateway", "meta_graph") and not cfg.gateway)
+        optional_off = ((name == "scorer" and not cfg.scorer) or (name in ("gateway", "meta_graph") and not cfg.gateway)
+                        or (name == "dashboard" and not cfg.dashboard))
         if svc is None and optional_off:
             continue
         if svc is None:
@@ -533,6 +559,8 @@ def print_env(cfg: StackConfig, out=print) -> None:
     if cfg.gateway:
         out(f"\nthe gateway: {cfg.gateway_url} (SMTP {cfg.host}:{cfg.smtp_port}); the secrets and API key to send "
             f"with are in {cfg.home / 'gateway-client.json'}")
+    if cfg.dashboard:
+        out(f"\nthe lead-operations dashboard: {cfg.dashboard_url}")
     out("\nrun the streaming pipeline against it:")
     out("  leadflow run " + " ".join(cfg.pipeline_args()))
 
@@ -554,14 +582,17 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--gateway_port", type=int, default=8080)
     ap.add_argument("--smtp_port", type=int, default=2525)
     ap.add_argument("--meta_graph_port", type=int, default=8090, help="the Graph API stand-in (with the gateway)")
+    ap.add_argument("--no_dashboard", dest="dashboard", action="store_false",
+                    help="do not start the lead-operations dashboard (started by default)")
+    ap.add_argument("--dashboard_port", type=int, default=8050)
     ap.add_argument("--project", default=PROJECT)
     ap.add_argument("--dataset", default=DATASET)
     args = ap.parse_args(argv)
     cfg = StackConfig(host=args.host, pubsub_port=args.pubsub_port, bigquery_port=args.bigquery_port,
                       bigquery_grpc_port=args.bigquery_grpc_port, scorer_port=args.scorer_port,
                       scorer=not args.no_scorer, project=args.project, dataset=args.dataset, gateway=args.gateway,
-                      gateway_port=args.gateway_port, smtp_port=args.smtp_port,
-                      meta_graph_port=args.meta_graph_port)
+                      gateway_port=args.gateway_port, smtp_port=args.smtp_port, meta_graph_port=args.meta_graph_port,
+                      dashboard=args.dashboard, dashboard_port=args.dashboard_port)
     try:
         if args.command == "up":
             up(cfg)

@@ -1,0 +1,5 @@
+import sys
+
+from dashboard.server import main
+
+sys.exit(main())
