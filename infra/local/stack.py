@@ -87,6 +87,8 @@ class StackConfig:
     def meta_graph_dir(self) -> Path:
         """The lead objects the local Graph API stand-in serves, one ``<lead id>.json`` each."""
         return self.home / "meta-graph"
+
+    @property
     def dashboard_url(self) -> str:
         return f"http://{self.host}:{self.dashboard_port}"
 
