@@ -7,8 +7,9 @@ NULL meaning "all"; a panel says which filters apply to it (dead letters have no
 
 Hooks for the routing issue (17, built beside this one): the routing queue and agent load are computed from what the
 tables hold now (``leads_current``: leads waiting for an agent's acceptance or in manual review; agents' open leads).
-Agent caps and the routing audit do not exist yet; :data:`PENDING` names what each panel gains when they land, and
-the page shows that note instead of inventing numbers.
+The routing queue and agent load read the desk's own records (issue 17): the ``queued`` status of the living
+record, the queue's age from ``lead_assignments``, and each agent's ``max_open`` cap from the routing audit (the
+``decision`` column records it on every offer). :data:`NOTES` says where each number comes from.
 """
 
 from __future__ import annotations
@@ -122,11 +123,12 @@ SPEED_MEASURES = {
 }
 FUNNEL_STAGES = ("events", "persons", "leads", "offered", "accepted")
 
-PENDING = {
-    "routing_queue": "issue 17 (routing queue): queue age and position per team come from its waiting-queue table "
-                     "once it lands; shown now: leads_current rows awaiting acceptance or in manual review.",
-    "agent_load": "issue 17 (capacity caps): each agent's cap comes from its roster table once it lands; shown now: "
-                  "open leads per agent (assigned or accepted), no cap line.",
+NOTES = {
+    "routing_queue": "queued: waiting for a free agent (its desk's queue), assigned: offered and awaiting the agent's "
+                     "answer, manual_review: routed to a person; oldest_queued_at is when the team's longest-waiting "
+                     "queued lead entered the queue (lead_assignments).",
+    "agent_load": "open leads (offered or accepted) per agent beside the agent's max_open cap, as the routing audit "
+                  "recorded it on the agent's offers (lead_assignments.decision).",
 }
 
 # The people now, grouped as the routing queue, agent load and funnel need them: one evaluation of the leads_current
@@ -138,15 +140,24 @@ LEADS_NOW = f"""WITH people AS (
     AND {_dates("DATE(first_seen_at)")} AND {_is("source", "primary_source")} AND {_is("team", "team")}
 ),
 steps AS (
-  SELECT lead_id, COUNTIF(action = 'assigned') AS offers, COUNTIF(action = 'accepted') AS acceptances
+  SELECT lead_id, COUNTIF(action = 'assigned') AS offers, COUNTIF(action = 'accepted') AS acceptances,
+    MAX(IF(action = 'queued', action_at, NULL)) AS queued_at
   FROM {_P}.lead_assignments`
   GROUP BY lead_id
+),
+caps AS (
+  SELECT agent_id, MAX(CAST(JSON_VALUE(decision, '$.max_open') AS INT64)) AS max_open
+  FROM {_P}.lead_assignments`
+  WHERE agent_id IS NOT NULL AND JSON_VALUE(decision, '$.max_open') IS NOT NULL
+  GROUP BY agent_id
 )
-SELECT p.status, p.team, p.agent_id, p.is_test, COUNT(*) AS people, SUM(p.events) AS events,
-  COUNTIF(IFNULL(s.offers, 0) > 0) AS offered, COUNTIF(IFNULL(s.acceptances, 0) > 0) AS accepted
+SELECT p.status, p.team, p.agent_id, p.is_test, c.max_open, COUNT(*) AS people, SUM(p.events) AS events,
+  COUNTIF(IFNULL(s.offers, 0) > 0) AS offered, COUNTIF(IFNULL(s.acceptances, 0) > 0) AS accepted,
+  MIN(IF(p.status = 'queued', s.queued_at, NULL)) AS oldest_queued_at
 FROM people AS p
 LEFT JOIN steps AS s ON s.lead_id = p.lead_id
-GROUP BY p.status, p.team, p.agent_id, p.is_test"""
+LEFT JOIN caps AS c ON c.agent_id = p.agent_id
+GROUP BY p.status, p.team, p.agent_id, p.is_test, c.max_open"""
 
 
 def nulls_first(*values) -> tuple:
@@ -164,16 +175,28 @@ def _sum_by(rows: list[dict], key: tuple[str, ...], keep: Callable[[dict], bool]
     return [dict(zip(key, k, strict=True)) | {measure: n} for k, n in ordered]
 
 
+WAITING = ("queued", "assigned", "manual_review")
+
+
 def routing_queue(rows: list[dict]) -> list[dict]:
-    """Leads awaiting an agent's acceptance or in manual review, per team and status (test leads left out)."""
-    return _sum_by(rows, ("team", "status"),
-                   lambda r: r["status"] in ("assigned", "manual_review") and not r["is_test"], "leads")
+    """Leads waiting for an agent (queued), for an agent's answer (assigned) or in manual review, per team and
+    status, with when the longest-waiting queued lead of the team entered the queue (test leads left out)."""
+    keep = [r for r in rows if r["status"] in WAITING and not r["is_test"]]
+    oldest: dict = {}
+    for r in keep:
+        if r["oldest_queued_at"] is not None:
+            oldest[r["team"]] = min(oldest.get(r["team"], r["oldest_queued_at"]), r["oldest_queued_at"])
+    return [row | {"oldest_queued_at": oldest.get(row["team"]) if row["status"] == "queued" else None}
+            for row in _sum_by(keep, ("team", "status"), lambda r: True, "leads")]
 
 
 def agent_load(rows: list[dict]) -> list[dict]:
-    """Open leads (assigned or accepted) per team and agent (test leads left out)."""
-    return _sum_by(rows, ("team", "agent_id"), lambda r: r["status"] in ("assigned", "accepted")
-                   and r["agent_id"] is not None and not r["is_test"], "open_leads")
+    """Open leads (assigned or accepted) per team and agent, with the agent's cap (test leads left out)."""
+    keep = [r for r in rows if r["status"] in ("assigned", "accepted") and r["agent_id"] is not None
+            and not r["is_test"]]
+    caps = {r["agent_id"]: r["max_open"] for r in keep}
+    return [row | {"max_open": caps[row["agent_id"]]}
+            for row in _sum_by(keep, ("team", "agent_id"), lambda r: True, "open_leads")]
 
 
 def funnel(rows: list[dict]) -> list[dict]:
@@ -238,13 +261,13 @@ ORDER BY priority_tier, score_source""",
     ),
     Panel(
         "routing_queue", "Routing queue and manual review",
-        "Which leads wait for an agent's acceptance or for manual review, per team (leads_current)?",
-        LEADS_NOW, FILTERS, _bar("team", "leads", "status"), PENDING["routing_queue"], routing_queue,
+        "Which leads wait in a desk's queue, for an agent's answer or for manual review, per team (leads_current)?",
+        LEADS_NOW, FILTERS, _bar("team", "leads", "status"), NOTES["routing_queue"], routing_queue,
     ),
     Panel(
         "agent_load", "Agent load",
-        "How many open leads (assigned or accepted) does each agent hold now (leads_current)?",
-        LEADS_NOW, FILTERS, _bar("agent_id", "open_leads", "team"), PENDING["agent_load"], agent_load,
+        "How many open leads (assigned or accepted) does each agent hold now, against its cap (leads_current)?",
+        LEADS_NOW, FILTERS, _bar("agent_id", "open_leads", "team"), NOTES["agent_load"], agent_load,
     ),
     Panel(
         "funnel", "Funnel",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
+from datetime import datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -62,9 +63,22 @@ def expected(run, f: dash.Filters) -> dict[str, list[dict]]:
     current = [r for r in view(run, "leads_current") if in_range(r["first_seen_at"][:10], f)
                and want_source(r["primary_source"], f) and want_team(r["team"], f)]
     queue = Counter((r["team"], r["status"]) for r in current
-                    if r["status"] in ("assigned", "manual_review") and not r["is_test"])
+                    if r["status"] in ("queued", "assigned", "manual_review") and not r["is_test"])
     load = Counter((r["team"], r["agent_id"]) for r in current
                    if r["status"] in ("assigned", "accepted") and r["agent_id"] and not r["is_test"])
+    queued_at: dict = defaultdict(list)  # lead -> when it entered a queue
+    caps: dict = defaultdict(list)  # agent -> the caps the routing audit recorded on its offers
+    for a in run.tables["lead_assignments"]:
+        if a["action"] == "queued":  # as the page writes times: ISO 8601 with +00:00
+            queued_at[a["lead_id"]].append(datetime.fromisoformat(a["action_at"].replace("Z", "+00:00")).isoformat())
+        decision = json.loads(a["decision"]) if a.get("decision") else {}
+        if a["agent_id"] and "max_open" in decision:
+            caps[a["agent_id"]].append(decision["max_open"])
+    oldest: dict = {}
+    for r in current:
+        if r["status"] == "queued" and not r["is_test"] and queued_at[r["lead_id"]]:
+            at = max(queued_at[r["lead_id"]])
+            oldest[r["team"]] = min(oldest.get(r["team"], at), at)
     people = [r for r in current if r["status"] != "merged"]
     actions = defaultdict(set)
     for a in run.tables["lead_assignments"]:
@@ -82,9 +96,10 @@ def expected(run, f: dash.Filters) -> dict[str, list[dict]]:
                           "messages": r["distinct_messages"]}
                          for r in sums(dead, ("stage", "error_type"), ("dead_letters", "distinct_messages"))],
         "score_mix": sums(scores, ("priority_tier", "score_source"), ("leads",)),
-        "routing_queue": [{"team": t, "status": s, "leads": n}
+        "routing_queue": [{"team": t, "status": s, "leads": n,
+                           "oldest_queued_at": oldest.get(t) if s == "queued" else None}
                           for (t, s), n in sorted(queue.items(), key=lambda kv: dpanels.nulls_first(*kv[0]))],
-        "agent_load": [{"team": t, "agent_id": a, "open_leads": n}
+        "agent_load": [{"team": t, "agent_id": a, "open_leads": n, "max_open": max(caps[a]) if caps[a] else None}
                        for (t, a), n in sorted(load.items(), key=lambda kv: dpanels.nulls_first(*kv[0]))],
         "funnel": dpanels.funnel_rows({
             "events": sum(r["events"] for r in people), "persons": len(people), "leads": len(real),
