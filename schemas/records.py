@@ -324,6 +324,25 @@ class IdentifierGuard:
     processed_at: datetime = doc("When the pipeline wrote this row (UTC).")
 
 
+@dataclass
+class Erasure:
+    """One erasure request (``leadflow forget``): who asked, when, and how many rows went. No personal data."""
+
+    erasure_id: str = doc("Random id of the request.")
+    requested_by: str = doc("Who asked: an operator or ticket id (never the person's identifier).")
+    requested_at: datetime = doc("When the command ran (UTC); tombstones carry this time.")
+    identifier_kind: str = doc("What the request named the person by: phone | email | lead_id.")
+    subject_hash: str = doc("Keyed hash (HMAC-SHA256, the identity hash key) of that identifier.")
+    leads: int = doc("Lead ids of the person (absorbed leads included).")
+    rows_deleted: int = doc("Table rows deleted in all (counted, not deleted, in a dry run).")
+    rows_by_table: Json = doc("Rows deleted per table, as a JSON object.")
+    store_rows_deleted: int = doc("Identity store rows deleted (persons, identifiers).")
+    tombstones: int = doc("Tombstones written (identifiers, payload fingerprints, provider ids, message ids).")
+    pending_tables: list[str] = doc("Tables whose rows were still in the streaming buffer: run it again later.")
+    dry_run: bool = doc("True when nothing was changed.")
+    finished_at: datetime = doc("When the command finished (UTC).")
+
+
 # --------------------------------------------------------------------------------------
 # Accepted payloads
 # --------------------------------------------------------------------------------------
@@ -412,5 +431,8 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("lead_outcomes", LeadOutcome, "outcome_at", ("lead_id",),
                   "Reported lead outcomes (conversions), for source reliability and retraining.",
                   row_key=("lead_id", "outcome_at"), written_by_pipeline=False),
+        TableSpec("erasures", Erasure, "requested_at", ("identifier_kind",),
+                  "Erasure requests (leadflow forget): the audit trail, without personal data.",
+                  row_key=("erasure_id",), written_by_pipeline=False),
     )
 }
