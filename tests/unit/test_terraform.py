@@ -157,7 +157,8 @@ def test_retention_settings_in_the_generated_terraform(tf, generated):
 
 
 def _tagged_columns(generated) -> dict[tuple[str, str], str]:
-    return {(table, column): tag for table, t in generated["tables"].items() for column, tag in t["pii_columns"].items()}
+    return {(table, column): tag
+            for table, t in generated["tables"].items() for column, tag in t["pii_columns"].items()}
 
 
 def test_every_pii_column_has_its_policy_tag_and_no_other_column_has_one(tf, generated):
