@@ -6,6 +6,7 @@ later is a new lead. The bounded pipeline writes the tables (the emulator) and t
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -76,7 +77,7 @@ def _run(messages_file, dataset: str, store: str) -> None:
 
 
 def test_forget_erases_a_person_everywhere_and_their_messages_cannot_bring_them_back(tmp_path, bigquery_emulator,
-                                                                                      capsys):
+                                                                                      capsys, caplog):
     client = bq.client_for(PROJECT, bigquery_emulator)
     dataset, _ = new_dataset(client)
     store = f"sqlite:{tmp_path / 'identity.sqlite'}"
@@ -96,9 +97,13 @@ def test_forget_erases_a_person_everywhere_and_their_messages_cannot_bring_them_
     dry = ["--bq_dataset", f"{PROJECT}:{dataset}", "--identity_store", store, "--requested_by", "ticket-20"]
     assert forget.main(["--email", "ANN.Forget@example.org", *dry, "--dry_run"]) == 0
     assert _leaks(_all_rows(client, dataset)) == leaked  # a dry run changes nothing
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)
     assert forget.main(["--phone", "(415) 555-0101", *dry]) == 0
     printed = capsys.readouterr()
-    assert not any(t in printed.out + printed.err for t in TRACES)  # ids, counts and hashes only
+    assert "erasure of subject " in printed.out and caplog.records  # the clients log at DEBUG: scanned too
+    assert not any(t in printed.out + printed.err + caplog.text for t in TRACES)  # ids, counts and hashes only
+    caplog.set_level(logging.WARNING)
 
     after = _all_rows(client, dataset)
     assert _leaks(after) == {}
@@ -148,12 +153,15 @@ def test_forget_erases_a_person_everywhere_and_their_messages_cannot_bring_them_
     client.close()
 
 
-def test_forget_refuses_bad_or_unknown_identifiers(tmp_path, bigquery_emulator):
+def test_forget_refuses_bad_or_unknown_identifiers_without_repeating_them(tmp_path, bigquery_emulator, capsys):
     client = bq.client_for(PROJECT, bigquery_emulator)
     dataset, _ = new_dataset(client)
     args = ["--bq_dataset", f"{PROJECT}:{dataset}", "--identity_store", f"sqlite:{tmp_path / 's.sqlite'}"]
-    assert forget.main(["--phone", "not a phone", *args]) == 1
+    assert forget.main(["--phone", "415 555 01", *args]) == 1
     assert forget.main(["--email", "nobody@example.org", *args]) == 1
+    err = capsys.readouterr().err
+    assert "not a valid phone" in err and "no lead carries that email" in err
+    assert "415 555 01" not in err and "nobody@example.org" not in err
     with pytest.raises(SystemExit):
         forget.main(["--email", "a@b.org", "--bq_dataset", f"{PROJECT}:{dataset}", "--identity_store", "memory"])
     client.close()
