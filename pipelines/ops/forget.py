@@ -240,7 +240,9 @@ def find_person(tables: Tables, store, key: bytes, kind: str, value: str, region
         if not todo and person.lead_ids == before:
             break
     if not person.lead_ids:
-        raise ForgetError(f"no lead carries that {kind}" if kind != "lead_id" else "no such lead")
+        raise ForgetError(f"no lead carries that {kind}")
+    if kind == "lead_id" and not person.units and not (store is not None and store.get([f"p:{value}"])):
+        raise ForgetError("no such lead (no event and no identity row names it)")
     person.dead_letters = _dead_letters(tables, person, region)
     return person
 

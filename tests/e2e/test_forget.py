@@ -159,8 +159,9 @@ def test_forget_refuses_bad_or_unknown_identifiers_without_repeating_them(tmp_pa
     args = ["--bq_dataset", f"{PROJECT}:{dataset}", "--identity_store", f"sqlite:{tmp_path / 's.sqlite'}"]
     assert forget.main(["--phone", "415 555 01", *args]) == 1
     assert forget.main(["--email", "nobody@example.org", *args]) == 1
+    assert forget.main(["--lead_id", "no-such-lead", *args]) == 1
     err = capsys.readouterr().err
-    assert "not a valid phone" in err and "no lead carries that email" in err
+    assert "not a valid phone" in err and "no lead carries that email" in err and "no such lead" in err
     assert "415 555 01" not in err and "nobody@example.org" not in err
     with pytest.raises(SystemExit):
         forget.main(["--email", "a@b.org", "--bq_dataset", f"{PROJECT}:{dataset}", "--identity_store", "memory"])
