@@ -210,14 +210,15 @@ def find_person(tables: Tables, store, key: bytes, kind: str, value: str, region
         if person.rounds > MAX_ROUNDS:
             raise ForgetError(f"the person's identifiers still reach new leads after {MAX_ROUNDS} rounds: "
                               "name the person with --lead_id")
-        for k, v in todo - seen:
-            col = "phone_e164" if k == PHONE else "email"
+        new = todo - seen
+        if new:  # one query per round for every new identifier
             person.lead_ids |= {r["lead_id"] for r in tables.query(
-                f"SELECT DISTINCT lead_id FROM {tables.ref('lead_events')} WHERE {col} = @v", v=v)}
-            if store is not None:
-                row = store.get([f"i:{identifier_hash(k, v, key)}"]).get(f"i:{identifier_hash(k, v, key)}")
-                if row and row.get("person"):
-                    person.lead_ids.add(row["person"])
+                f"SELECT DISTINCT lead_id FROM {tables.ref('lead_events')} "
+                "WHERE phone_e164 IN UNNEST(@phones) OR email IN UNNEST(@emails)",
+                phones={v for k, v in new if k == PHONE}, emails={v for k, v in new if k == EMAIL})}
+        if store is not None and new:
+            rows = store.get([f"i:{identifier_hash(k, v, key)}" for k, v in new])
+            person.lead_ids |= {row["person"] for row in rows.values() if row.get("person")}
         seen |= todo
         before = set(person.lead_ids)
         _merged_closure(tables, store, person)
