@@ -8,6 +8,8 @@
     leadflow train --parquet history.parquet                     train the LightGBM scorer (or --from_bigquery T)
     leadflow replay-dead-letters [--dry-run] [--error_type T]    republish dead letters to their input topic
     leadflow identity-seed --bq_dataset P:D --identity_store S   a new job's store knows the tables' persons
+    leadflow forget --phone P | --email E | --lead_id L [--dry_run] --bq_dataset P:D --identity_store S
+                                                                 erase a person on request (tables, store)
     leadflow gateway --host H --port P                           the ingestion gateway (default port 8080, SMTP 2525)
     leadflow meta-backfill --form_id F --since 24h               publish a Meta form's recent leads (missed webhooks)
     leadflow knowlarity-sync --since 15m                         publish Knowlarity's recent calls from its call log
@@ -28,8 +30,8 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = ("run", "generate", "summary", "demo", "local", "train", "replay-dead-letters", "identity-seed",
-                "gateway", "meta-backfill", "knowlarity-sync", "meta-refetch", "simulate-desk", "dashboard", "report",
-                "trace")
+                "forget", "gateway", "meta-backfill", "knowlarity-sync", "meta-refetch", "simulate-desk", "dashboard",
+                "report", "trace")
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(__doc__.strip())
         return 0 if argv and argv[0] in ("-h", "--help") else 2
@@ -61,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.ops import identity_seed
 
         return identity_seed.main(rest)
+    if command == "forget":
+        from pipelines.ops import forget
+
+        return forget.main(rest)
     if command == "gateway":
         from gateway import server
 

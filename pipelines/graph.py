@@ -105,7 +105,7 @@ class LeadGraph(beam.PTransform):
                "source_daily_counts": counts, "source_registrations": registrations,
                "lead_merges": deduped.merges, "identifier_guards": deduped.guards}
         versions = [deduped.versions]
-        dead_letters = [parsed["dead_letters"], normalized.dead_letters]
+        dead_letters = [parsed["dead_letters"], normalized.dead_letters, deduped.dead_letters]
         if c.scoring:
             versions.append(leads | "ScoredVersions" >> beam.Map(scored_version))
         if c.routing is None:

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.derive import bigquery_schema
-from schemas.records import TABLES
+from schemas.records import RETENTION_DAYS, TABLES
 
 EMULATOR_HOST_ENV = "BIGQUERY_EMULATOR_HOST"
 VIEWS_DIR = Path(__file__).resolve().with_name("views")
@@ -119,8 +119,39 @@ def client_for(project: str, host_port: str | None = None):
     )
 
 
-def table_definition(project: str, dataset: str, name: str):
-    """The ``bigquery.Table`` for ``schemas.records.TABLES[name]``: schema, DAY partitioning, clustering."""
+Retention = dict[str, float | None]  # policy -> days a partition is kept (None: kept)
+
+
+def parse_retention(items: list[str] | None) -> Retention:
+    """``["events=365", "history=none"]`` -> the policies they set; ValueError names a bad item."""
+    out: Retention = {}
+    for item in items or []:
+        policy, sep, days = item.partition("=")
+        if not sep or policy not in RETENTION_DAYS:
+            raise ValueError(f"retention {item!r}: expected POLICY=DAYS with POLICY one of {sorted(RETENTION_DAYS)}")
+        if days.strip().lower() in ("none", "0", ""):
+            out[policy] = None
+            continue
+        try:
+            out[policy] = float(days)
+        except ValueError:
+            raise ValueError(f"retention {item!r}: DAYS must be a number of days or 'none'") from None
+        if out[policy] < 1 / 24:  # BigQuery refuses expirations under an hour
+            raise ValueError(f"retention {item!r}: at least one hour (1/24 day)")
+    return out
+
+
+def partition_expiration_days(name: str, retention: Retention | None = None) -> float | None:
+    """Days the partitions of table ``name`` are kept under ``retention`` (else the defaults); None: kept."""
+    policy = TABLES[name].retention
+    if policy is None:
+        return None
+    return (retention or {}).get(policy, RETENTION_DAYS[policy])
+
+
+def table_definition(project: str, dataset: str, name: str, retention: Retention | None = None):
+    """The ``bigquery.Table`` for ``schemas.records.TABLES[name]``: schema, DAY partitioning (expiring as
+    ``retention``, else ``schemas.records.RETENTION_DAYS``, says), clustering."""
     from google.cloud import bigquery
 
     spec = TABLES[name]
@@ -128,12 +159,25 @@ def table_definition(project: str, dataset: str, name: str):
         f"{project}.{dataset}.{spec.name}",
         schema=[bigquery.SchemaField.from_api_repr(f) for f in bigquery_schema(spec.record)],
     )
+    days = partition_expiration_days(name, retention)
     table.time_partitioning = bigquery.TimePartitioning(
-        type_=bigquery.TimePartitioningType.DAY, field=spec.partition_field
+        type_=bigquery.TimePartitioningType.DAY, field=spec.partition_field,
+        expiration_ms=round(days * 86_400_000) if days else None,
     )
     table.clustering_fields = list(spec.cluster_fields) or None
     table.description = spec.description
     return table
+
+
+def _set_expiration(client, existing, wanted) -> str:
+    """Brings an existing table's partition expiration to ``wanted``'s; what changed, for the report."""
+    have = existing.time_partitioning.expiration_ms if existing.time_partitioning else None
+    want = wanted.time_partitioning.expiration_ms
+    if existing.time_partitioning is None or have == want:
+        return ""
+    existing.time_partitioning.expiration_ms = want
+    client.update_table(existing, ["time_partitioning"])
+    return f" (partitions now kept {want / 86_400_000:g} days)" if want else " (partitions now kept)"
 
 
 def _schema_key(fields: Any) -> list[tuple[str, str, str]]:
@@ -145,11 +189,12 @@ def _schema_key(fields: Any) -> list[tuple[str, str, str]]:
 
 
 def ensure_dataset_and_tables(project: str, dataset: str, *, client=None, location: str = "US",
-                              strict_views: bool = False) -> list[str]:
+                              strict_views: bool = False, retention: Retention | None = None) -> list[str]:
     """Create the dataset and every table of ``schemas.records.TABLES`` that does not exist yet, then the views.
 
     Idempotent: existing tables are left alone (an existing table whose columns differ from the records
-    is reported as ``existing (schema differs: ...)``, never altered). Returns one line per object,
+    is reported as ``existing (schema differs: ...)``, never altered; only its partition expiration is set to what
+    ``retention`` says, reported as ``(partitions now kept N days)``). Returns one line per object,
     e.g. ``"created table leadflow-test.leadflow.leads"``, then one line per view (``ensure_views``)
     (``"created view ..."``, ``"updated view ..."``: views are always brought up to date).
     """
@@ -172,7 +217,7 @@ def ensure_dataset_and_tables(project: str, dataset: str, *, client=None, locati
         except Conflict:
             report.append(f"existing dataset {ds_ref}")
     for name in TABLES:
-        wanted = table_definition(project, dataset, name)
+        wanted = table_definition(project, dataset, name, retention)
         ref = f"{ds_ref}.{name}"
         existing = get_or_create_table(client, wanted)
         if existing is None:
@@ -180,10 +225,11 @@ def ensure_dataset_and_tables(project: str, dataset: str, *, client=None, locati
             continue
         have, want = _schema_key(existing.schema), _schema_key(wanted.schema)
         if have == want:
-            report.append(f"existing table {ref}")
+            line = f"existing table {ref}"
         else:
             diff = sorted(set(want) ^ set(have))
-            report.append(f"existing table {ref} (schema differs: {diff})")
+            line = f"existing table {ref} (schema differs: {diff})"
+        report.append(line + _set_expiration(client, existing, wanted))
     # the dashboards' views (schemas/views/*.sql)
     report.extend(ensure_views(client, project, dataset, strict=strict_views))
     return report

@@ -50,6 +50,16 @@ class TableSpec:
     row_key: tuple[str, ...]
     row_key_hashed: bool = False
     written_by_pipeline: bool = True  # False: loaded by others (CRM outcomes), the pipeline only reads it
+    retention: str | None = None  # the RETENTION_DAYS policy its partitions expire by (None: kept until erased)
+
+
+# How long partitions are kept, per policy, in days (None: kept). The defaults; Terraform's var.retention_days and
+# `leadflow local up --retention POLICY=DAYS` override them (docs/runbook.md, "Retention").
+RETENTION_DAYS: dict[str, float | None] = {
+    "dead_letters": 30,  # payloads are kept for replay after a fix, not for ever
+    "events": 730,  # lead events, routing steps, agent status: two years of training data and reports
+    "history": None,  # the lead record (versions, merges, source history): as long as the lead, until erased
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -332,6 +342,25 @@ class IdentifierGuard:
     processed_at: datetime = doc("When the pipeline wrote this row (UTC).")
 
 
+@dataclass
+class Erasure:
+    """One erasure request (``leadflow forget``): who asked, when, and how many rows went. No personal data."""
+
+    erasure_id: str = doc("Random id of the request.")
+    requested_by: str = doc("Who asked: an operator or ticket id (never the person's identifier).")
+    requested_at: datetime = doc("When the command ran (UTC); tombstones carry this time.")
+    identifier_kind: str = doc("What the request named the person by: phone | email | lead_id.")
+    subject_hash: str = doc("Keyed hash (HMAC-SHA256, the identity hash key) of that identifier.")
+    leads: int = doc("Lead ids of the person (absorbed leads included).")
+    rows_deleted: int = doc("Table rows deleted in all (counted, not deleted, in a dry run).")
+    rows_by_table: Json = doc("Rows deleted per table, as a JSON object.")
+    store_rows_deleted: int = doc("Identity store rows deleted (persons, identifiers).")
+    tombstones: int = doc("Tombstones written (identifiers, payload fingerprints, provider ids, message ids).")
+    pending_tables: list[str] = doc("Tables whose rows were still in the streaming buffer: run it again later.")
+    dry_run: bool = doc("True when nothing was changed.")
+    finished_at: datetime = doc("When the command finished (UTC).")
+
+
 # --------------------------------------------------------------------------------------
 # Accepted payloads
 # --------------------------------------------------------------------------------------
@@ -396,30 +425,35 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("leads", Lead, "first_seen_at", ("primary_source",), "One row per person (lead).",
                   row_key=("lead_id",)),
         TableSpec("lead_events", LeadEvent, "event_time", ("source_id", "outcome"),
-                  "One row per accepted input unit.", row_key=("event_id",)),
+                  "One row per accepted input unit.", row_key=("event_id",), retention="events"),
         TableSpec("lead_source_history", SourceHistory, "received_at", ("lead_id",),
-                  "Sources that sent each person.", row_key=("lead_id", "source_id")),
+                  "Sources that sent each person.", row_key=("lead_id", "source_id"), retention="history"),
         # failed_at is left out of the key: a retried bundle rebuilds the same dead letter with a new failed_at.
         TableSpec("dead_letters", DeadLetter, "failed_at", ("stage", "error_type"), "Rejected inputs.",
-                  row_key=("message_id", "stage", "error_type", "payload_sha256"), row_key_hashed=True),
+                  row_key=("message_id", "stage", "error_type", "payload_sha256"), row_key_hashed=True,
+                  retention="dead_letters"),
         TableSpec("source_daily_counts", SourceDailyCounts, "event_date", ("source_id",),
                   "Daily counts per source.", row_key=("source_id", "event_date", "pane_index")),
         TableSpec("lead_assignments", Assignment, "action_at", ("team", "action"),
                   "Assignment history: who got each lead, accepted, expired, re-assigned.",
-                  row_key=("assignment_event_id",)),
+                  row_key=("assignment_event_id",), retention="events"),
         TableSpec("agent_status", AgentStatus, "changed_at", ("team", "agent_id"), "Agent availability changes.",
-                  row_key=("agent_id", "status", "changed_at", "agent_event_id")),
+                  row_key=("agent_id", "status", "changed_at", "agent_event_id"), retention="events"),
         TableSpec("source_registrations", SourceRegistration, "registered_at", ("provider",),
                   "Unknown sources registered automatically as unverified.", row_key=("source_id",)),
         TableSpec("lead_merges", LeadMerge, "merged_at", ("into_lead_id",),
                   "Persons found to be one: the absorbed lead and its survivor.",
-                  row_key=("merged_lead_id", "event_id")),
+                  row_key=("merged_lead_id", "event_id"), retention="history"),
         TableSpec("lead_versions", LeadVersion, "changed_at", ("lead_id", "change"),
-                  "Every change to a lead; leads_current is the latest state.", row_key=("version_id",)),
+                  "Every change to a lead; leads_current is the latest state.", row_key=("version_id",),
+                  retention="history"),
         TableSpec("identifier_guards", IdentifierGuard, "decided_at", ("kind",),
                   "Identifiers that stopped linking people (fan-in guard).", row_key=("identifier_hash",)),
         TableSpec("lead_outcomes", LeadOutcome, "outcome_at", ("lead_id",),
                   "Reported lead outcomes (conversions), for source reliability and retraining.",
                   row_key=("lead_id", "outcome_at"), written_by_pipeline=False),
+        TableSpec("erasures", Erasure, "requested_at", ("identifier_kind",),
+                  "Erasure requests (leadflow forget): the audit trail, without personal data.",
+                  row_key=("erasure_id",), written_by_pipeline=False),
     )
 }

@@ -2,8 +2,9 @@
 
 Outcomes: ``new`` (creates the lead: a ``leads`` row and its primary ``lead_source_history`` row),
 ``duplicate_same_source``, ``cross_source`` (a ``lead_source_history`` row), ``replay`` (the same unit again,
-or a provider id already seen: no new facts). Beside them: ``lead_merges``, ``lead_versions`` (created,
-new_source, merged, merged_into, primary_corrected) and ``identifier_guards``.
+or a provider id already seen: no new facts); a unit of a person erased on request (``leadflow forget``) is an
+``identity/erased_person`` dead letter instead (``dead_letters``, no personal data). Beside them: ``lead_merges``,
+``lead_versions`` (created, new_source, merged, merged_into, primary_corrected) and ``identifier_guards``.
 
 One key: a merge touches two persons and a Beam graph has no cycles, so every decision goes through one
 stateful DoFn key (the single writer of the identity store; docs/identity.md compares the alternatives).
@@ -53,8 +54,12 @@ class _Counters:
         self.shared = Metrics.counter("identity", "shared_identifiers")
         self.guards = Metrics.counter("identity", "guards_tripped")
         self.redecided = Metrics.counter("identity", "redecided_after_retry")
+        self.erased = Metrics.counter("identity", "erased_person_messages")
 
     def count(self, d: Decision) -> None:
+        if d.dead_letter is not None:
+            self.erased.inc()
+            return
         self.outcomes[d.outcome].inc()
         self.merges.inc(len(d.merges))
         self.corrections.inc(sum(1 for v in d.versions if v.change == "primary_corrected"))
@@ -65,6 +70,10 @@ class _Counters:
 
 def emit(d: Decision) -> Iterable:
     """A decision as the stage's outputs, each stamped with its event's publish time."""
+    if d.dead_letter is not None:
+        ts = Timestamp.from_utc_datetime(d.dead_letter.publish_time)
+        yield beam.pvalue.TaggedOutput(DeduplicatePersons.DEAD_LETTERS, beam.window.TimestampedValue(d.dead_letter, ts))
+        return
     ts = Timestamp.from_utc_datetime(d.event.publish_time)
     yield beam.window.TimestampedValue(d.event, ts)
     tagged = [(DeduplicatePersons.LEADS, [d.lead] if d.lead else []),
@@ -133,9 +142,11 @@ class DecideGroupDoFn(_ResolverDoFn):
 
 class DeduplicatePersons(beam.PTransform):
     """NormalizedLead -> LeadEvent (main ``events``), Lead (``leads``), SourceHistory (``history``),
-    LeadMerge (``merges``), LeadVersion (``versions``), IdentifierGuard (``guards``)."""
+    LeadMerge (``merges``), LeadVersion (``versions``), IdentifierGuard (``guards``), DeadLetter (``dead_letters``:
+    units of erased persons)."""
 
     LEADS, HISTORY, MERGES, VERSIONS, GUARDS = "leads", "history", "merges", "versions", "guards"
+    DEAD_LETTERS = "dead_letters"
 
     def __init__(self, config: IdentityConfig | None = None):
         super().__init__()
@@ -153,4 +164,4 @@ class DeduplicatePersons(beam.PTransform):
         else:
             decide_fn = DedupDoFn(self.config)
         return keyed | "DecidePerPerson" >> beam.ParDo(decide_fn).with_outputs(
-            self.LEADS, self.HISTORY, self.MERGES, self.VERSIONS, self.GUARDS, main="events")
+            self.LEADS, self.HISTORY, self.MERGES, self.VERSIONS, self.GUARDS, self.DEAD_LETTERS, main="events")

@@ -17,7 +17,14 @@ as small JSON rows under keyed hashes (never a raw identifier):
 
 * ``i:<hash>``  identifier -> its person, its companions (hash -> last seen, micros), shared flag;
 * ``p:<lead id>`` person -> primary, sources, provider ids, identifier hashes, absorbed leads, merged_into;
-* ``u:<unit id>`` the decision journal: what the unit was decided as, by which attempt (see ``Resolver``).
+* ``u:<unit id>`` the decision journal: what the unit was decided as, by which attempt (see ``Resolver``);
+* ``t:<hash>`` a tombstone of an erased person (``leadflow forget``): an identifier, a payload fingerprint or a
+  provider id of theirs, with the erasure time; ``e:`` counts erasures, so a worker knows when to drop its cache.
+
+Erased persons (docs/identity.md, "Erasure"): a unit whose journal says erased, whose payload fingerprint or
+provider id is tombstoned, or that carries a tombstoned identifier and happened before the erasure, is a redelivery,
+replay or late event of an erased person: it ends as an ``identity/erased_person`` dead letter without personal
+data. A later unit with a tombstoned identifier is a new inquiry: a new lead (the erased person's rows are ignored).
 
 Exactly once under retries: every row a decision writes is written before its outputs leave the DoFn, and
 a unit's journal row says which *generation* decided it. The stage's Beam state holds the last committed
@@ -39,11 +46,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from schemas.records import IdentifierGuard, Lead, LeadEvent, LeadMerge, LeadVersion, SourceHistory
+from schemas.records import DeadLetter, IdentifierGuard, Lead, LeadEvent, LeadMerge, LeadVersion, SourceHistory
 from transforms.normalize import NormalizedLead
 
 NEW, DUPLICATE_SAME_SOURCE, CROSS_SOURCE, REPLAY = "new", "duplicate_same_source", "cross_source", "replay"
 OUTCOMES = (NEW, DUPLICATE_SAME_SOURCE, CROSS_SOURCE, REPLAY)
+ERASED = "erased"  # not a lead event: the unit ends as a dead letter (stage ERASED_STAGE, type ERASED_TYPE)
+ERASED_STAGE, ERASED_TYPE = "identity", "erased_person"
+ERASURES_KEY = "e:"  # {"n": erasures so far}: read uncached at each attempt's start
 PHONE, EMAIL = "phone", "email"
 
 # Ids are uuid5 in this namespace, so reruns over the same input produce the same ids.
@@ -105,6 +115,19 @@ def hash_key() -> bytes:
     return os.environ.get(HASH_KEY_ENV, LOCAL_HASH_KEY).encode()
 
 
+# Tombstone kinds beside phone and email: what else tells a message of an erased person again.
+PAYLOAD, PROVIDER_ID = "payload", "provider_id"
+
+
+def tombstone_key(kind: str, value: str, key: bytes) -> str:
+    """``t:<keyed hash>`` of an identifier (phone, email), a payload's SHA-256 or a provider id (provider\x1fid)."""
+    return f"t:{identifier_hash(kind, value, key)}"
+
+
+def provider_id(provider: str, external_id: str) -> str:
+    return f"{provider}\x1f{external_id}"
+
+
 # --------------------------------------------------------------------------------------
 # The store
 # --------------------------------------------------------------------------------------
@@ -116,6 +139,8 @@ class IdentityStore(Protocol):
     def get(self, keys: Iterable[str]) -> dict[str, dict]: ...
 
     def put(self, rows: dict[str, dict]) -> None: ...
+
+    def delete(self, keys: Iterable[str]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -168,6 +193,13 @@ class CachedStore:
             for k, v in rows.items():
                 self._keep(k, v)
 
+    def delete(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if keys:
+            self.store.delete(keys)
+            for k in keys:
+                self._keep(k, None)
+
     def _keep(self, key: str, row: dict | None) -> None:
         self.rows[key] = row
         self.rows.move_to_end(key)
@@ -199,7 +231,7 @@ class IdentityConfig:
 @dataclass
 class Decision:
     outcome: str
-    event: LeadEvent
+    event: LeadEvent | None  # None for ERASED: the unit's outcome is ``dead_letter``
     lead: Lead | None = None
     history: SourceHistory | None = None
     merges: list[LeadMerge] = field(default_factory=list)
@@ -207,6 +239,7 @@ class Decision:
     guards: list[IdentifierGuard] = field(default_factory=list)
     shared: int = 0  # identifiers of the event that no longer link (fan-in guard)
     redecided: bool = False  # a retried attempt's unit decided again to the same outputs
+    dead_letter: DeadLetter | None = None  # ERASED: why, without personal data
 
 
 def _person(lead_id: str, lead: NormalizedLead, event_id: str) -> dict:
@@ -231,12 +264,18 @@ class Resolver:
         self.ttl = int(timedelta(days=config.ttl_days).total_seconds() * 1_000_000)
         self.window = int(timedelta(days=config.fan_in_window_days).total_seconds() * 1_000_000)
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.erasures = 0
         self.begin(uuid.uuid4().hex, 0)
 
     def begin(self, epoch: str, committed: int) -> int:
-        """A new attempt on top of ``committed``; returns the generation this attempt writes."""
+        """A new attempt on top of ``committed``; returns the generation this attempt writes.
+        Reads the erasure count past the cache: an erasure since the last attempt drops the cached rows."""
         self.epoch, self.committed, self.generation = epoch, committed, committed + 1
         self.attempt = uuid.uuid4().hex
+        erasures = self.store.store.get([ERASURES_KEY]).get(ERASURES_KEY, {}).get("n", 0)
+        if erasures != self.erasures:
+            self.store.clear()
+            self.erasures = erasures
         return self.generation
 
     def _committed(self, journal: dict) -> bool:
@@ -266,12 +305,37 @@ class Resolver:
 
     # -- deciding -------------------------------------------------------------------------------------
 
+    def _tombstone_keys(self, lead: NormalizedLead, hashes: dict) -> dict[str, tuple[str, str] | str]:
+        """tombstone key -> what it stands for: an identifier (kind, value), PAYLOAD or PROVIDER_ID."""
+        if not self.erasures:  # no erasure ever: no tombstone to read
+            return {}
+        keys: dict[str, tuple[str, str] | str] = {f"t:{h}": kv for kv, h in hashes.items()}
+        if lead.payload_sha256:
+            keys[tombstone_key(PAYLOAD, lead.payload_sha256, self.key)] = PAYLOAD
+        if lead.external_id:
+            keys[tombstone_key(PROVIDER_ID, provider_id(lead.provider, lead.external_id), self.key)] = PROVIDER_ID
+        return keys
+
     def decide(self, lead: NormalizedLead) -> Decision:
         now = self.clock()
         hashes = {kv: identifier_hash(*kv, self.key) for kv in identifiers_of(lead)}
         unit_key = f"u:{lead.unit_id}"
-        rows = self.store.get([unit_key, *(f"i:{h}" for h in hashes.values())])
+        marks = self._tombstone_keys(lead, hashes)
+        rows = self.store.get([unit_key, *(f"i:{h}" for h in hashes.values()), *marks])
         journal = rows.get(unit_key)
+        if journal is not None and journal.get("erased"):
+            return erased(lead, "a redelivery of a message of theirs", now)
+        erased_at: dict[tuple[str, str], int] = {}  # tombstoned identifier -> when its person was erased
+        for k, what in marks.items():
+            if k not in rows:
+                continue
+            if what == PAYLOAD:
+                return erased(lead, "a replay of a message of theirs (same payload)", now)
+            if what == PROVIDER_ID:
+                return erased(lead, "a provider resending a lead of theirs (same provider id)", now)
+            if micros(lead.event_time) <= rows[k]["at"]:
+                return erased(lead, "a late event from before the erasure", now)
+            erased_at[what] = rows[k]["at"]
         if journal is not None and self._committed(journal):
             journal = {**journal, "n": journal["n"] + 1, "attempt": self.attempt}
             self.store.put({unit_key: journal})
@@ -283,12 +347,16 @@ class Resolver:
             decision.redecided = True
             return decision
         writes: dict[str, dict] = {}
-        facts = self._decide_new(lead, rows, hashes, writes)
-        writes[unit_key] = self._stamp({"n": 0, "facts": facts})
+        facts = self._decide_new(lead, rows, hashes, writes, erased_at)
+        journal = {"n": 0, "facts": facts}
+        if lead.payload_sha256:  # keyed: what ``leadflow forget`` tombstones so a replay of the bytes stays erased
+            journal["fp"] = identifier_hash(PAYLOAD, lead.payload_sha256, self.key)
+        writes[unit_key] = self._stamp(journal)
         self.store.put(writes)
         return rebuild(lead, facts, now)
 
-    def _decide_new(self, lead: NormalizedLead, rows: dict, hashes: dict, writes: dict) -> dict:
+    def _decide_new(self, lead: NormalizedLead, rows: dict, hashes: dict, writes: dict,
+                    erased_at: dict | None = None) -> dict:
         """Updates the person, identifier and merged rows (into ``writes``); returns the decision's facts."""
         event_id = event_id_for(lead.unit_id)
         newest, at = micros(lead.publish_time), micros(lead.event_time)
@@ -300,6 +368,8 @@ class Resolver:
         owners: dict[str, tuple[dict, str]] = {}  # lead id -> (person, kind of the identifier that found them)
         for kind, value in linking:
             owner = self._owner(ident[(kind, value)]["person"], persons, newest)
+            if owner is not None and erased_at and owner["newest"] < erased_at.get((kind, value), -1):
+                owner = None  # the erased person's row, while ``leadflow forget`` has not deleted it yet
             if owner is not None:
                 owners.setdefault(owner["lead"], (owner, kind))
         merges, versions = [], []
@@ -411,6 +481,15 @@ def rebuild(lead: NormalizedLead, facts: dict, now: datetime) -> Decision:
     if outcome == NEW:
         decision.lead = _lead(lead, lead_id, now)
     return decision
+
+
+def erased(lead: NormalizedLead, why: str, now: datetime) -> Decision:
+    """The outcome of a unit of an erased person: a dead letter with ids and hashes only (no payload)."""
+    return Decision(ERASED, None, dead_letter=DeadLetter(
+        message_id=lead.unit_id, provider=lead.provider, stage=ERASED_STAGE, error_type=ERASED_TYPE,
+        error_message=f"the person was erased on request (leadflow forget); this is {why}",
+        payload=None, payload_encoding="utf-8", payload_bytes=0, payload_truncated=False,
+        payload_sha256=lead.payload_sha256, attributes="{}", publish_time=lead.publish_time, failed_at=now))
 
 
 def _event(lead: NormalizedLead, event_id: str, lead_id: str, outcome: str, now: datetime) -> LeadEvent:

@@ -2,9 +2,9 @@
 survives restarts of the local pipeline), ``bigtable:projects/P/instances/I/tables/T`` (Dataflow; the Bigtable
 emulator locally through ``BIGTABLE_EMULATOR_HOST``). All hold the rows of ``transforms.identity`` as JSON.
 
-Every backend gets and puts rows by key; a put of several rows is one transaction in SQLite and one
-MutateRows call in Bigtable (atomic per row: the stage's single writer and the journal make that enough,
-see docs/identity.md).
+Every backend gets, puts and deletes rows by key (deletes: ``leadflow forget``); a put of several rows is one
+transaction in SQLite and one MutateRows call in Bigtable (atomic per row: the stage's single writer and the journal
+make that enough, see docs/identity.md).
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ class MemoryStore:
 
     def put(self, rows: dict[str, dict]) -> None:
         self.rows.update((k, encode_row(v)) for k, v in rows.items())
+
+    def delete(self, keys: Iterable[str]) -> None:
+        for k in keys:
+            self.rows.pop(k, None)
 
     def close(self) -> None:
         pass
@@ -77,6 +81,10 @@ class SqliteStore:
                 self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
+
+    def delete(self, keys: Iterable[str]) -> None:
+        with self.lock:
+            self.db.executemany("DELETE FROM identity WHERE k = ?", [(k,) for k in keys])
 
     def count(self, prefix: str) -> int:
         with self.lock:
@@ -128,6 +136,16 @@ class BigtableStore:
         for status in self.table.mutate_rows(mutations):
             if status.code != 0:
                 raise RuntimeError(f"bigtable write failed: code {status.code}: {status.message}")
+
+    def delete(self, keys: Iterable[str]) -> None:
+        rows = []
+        for k in keys:
+            row = self.table.direct_row(k.encode())
+            row.delete()
+            rows.append(row)
+        for status in self.table.mutate_rows(rows) if rows else ():
+            if status.code != 0:
+                raise RuntimeError(f"bigtable delete failed: code {status.code}: {status.message}")
 
     def close(self) -> None:
         pass

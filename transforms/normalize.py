@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -92,6 +93,7 @@ class NormalizedLead:
     form_id: str | None
     ad_id: str | None
     attributes: dict[str, str] = field(default_factory=dict)
+    payload_sha256: str = ""  # of the unit's bytes: tells a replayed message of an erased person (identity)
 
 
 def formula_safe(text: str | None) -> str | None:
@@ -223,6 +225,7 @@ def normalize_unit(unit: Unit, default_region: str = "US", blocklist: Blocklist 
         form_id=normalize_text(raw.form_id, 200),
         ad_id=normalize_text(raw.ad_id, 200),
         attributes=unit.attributes,
+        payload_sha256=hashlib.sha256(unit.data).hexdigest(),
     )
 
 

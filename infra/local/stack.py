@@ -60,6 +60,7 @@ class StackConfig:
     project: str = PROJECT
     dataset: str = DATASET
     home: Path = field(default_factory=lambda: Path(os.environ.get("LEADFLOW_HOME", ".local")))
+    retention: dict[str, float | None] = field(default_factory=dict)  # over schemas.records.RETENTION_DAYS
 
     @property
     def pubsub_host(self) -> str:
@@ -503,7 +504,7 @@ def up(cfg: StackConfig, out=print) -> dict[str, Service]:
     from schemas.bigquery import client_for, ensure_dataset_and_tables
 
     client = client_for(cfg.project, cfg.bigquery_host)
-    tables = ensure_dataset_and_tables(cfg.project, cfg.dataset, client=client)
+    tables = ensure_dataset_and_tables(cfg.project, cfg.dataset, client=client, retention=cfg.retention)
     out(f"  bigquery {cfg.project}.{cfg.dataset}: " + ", ".join(str(t) for t in tables))
     if cfg.dashboard:
         start_dashboard(cfg, services, out)
@@ -589,12 +590,21 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--dashboard_port", type=int, default=8050)
     ap.add_argument("--project", default=PROJECT)
     ap.add_argument("--dataset", default=DATASET)
+    ap.add_argument("--retention", action="append", metavar="POLICY=DAYS",
+                    help="days the tables of a retention policy keep their partitions, or 'none' (repeatable; "
+                         "defaults: schemas/records.py RETENTION_DAYS, docs/runbook.md 'Retention')")
     args = ap.parse_args(argv)
+    from schemas.bigquery import parse_retention
+
+    try:
+        retention = parse_retention(args.retention)
+    except ValueError as e:
+        ap.error(str(e))
     cfg = StackConfig(host=args.host, pubsub_port=args.pubsub_port, bigquery_port=args.bigquery_port,
                       bigquery_grpc_port=args.bigquery_grpc_port, scorer_port=args.scorer_port,
                       scorer=not args.no_scorer, project=args.project, dataset=args.dataset, gateway=args.gateway,
                       gateway_port=args.gateway_port, smtp_port=args.smtp_port, meta_graph_port=args.meta_graph_port,
-                      dashboard=args.dashboard, dashboard_port=args.dashboard_port)
+                      dashboard=args.dashboard, dashboard_port=args.dashboard_port, retention=retention)
     try:
         if args.command == "up":
             up(cfg)

@@ -28,6 +28,10 @@ that cannot be replayed, with the reason (``truncated``: only the first bytes of
 ``meta_refetch``: a Meta notification the gateway kept, whose lead ``leadflow meta-refetch`` reads again). They are
 nacked at the end, so they are available again at once. ``--dry-run`` acks nothing and publishes nothing.
 
+Erased persons: with ``--identity_store`` (the job's), a dead letter of a person erased with ``leadflow forget`` (its
+unit id erased in the journal, or its payload's fingerprint tombstoned) is acked and never replayed: the topic's copy
+of their data goes, and a replay cannot make a new dead letter holding it (counted as ``erased_acked``).
+
 Output names messages by id, stage and error type only: never payloads or attribute values (they hold PII).
 """
 
@@ -91,18 +95,19 @@ class Summary:
     publish_failed: int = 0
     skipped: Counter = field(default_factory=Counter)
     dry_run: bool = False
+    erased: int = 0  # dead letters of erased persons: acked, never replayed
 
     @property
     def left_unacked(self) -> int:
         return self.filtered_out + self.deferred + self.publish_failed + sum(self.skipped.values()) + (
-            self.replayed + self.duplicates_acked if self.dry_run else 0)
+            self.replayed + self.duplicates_acked + self.erased if self.dry_run else 0)
 
     def as_dict(self) -> dict[str, Any]:
         return {"pulled": self.pulled, ("would_replay" if self.dry_run else "replayed"): self.replayed,
                 "duplicates_acked": self.duplicates_acked, "filtered_out": self.filtered_out,
                 "deferred_by_limit": self.deferred, "publish_failed": self.publish_failed,
                 "skipped": dict(sorted(self.skipped.items())), "left_unacked": self.left_unacked,
-                "dry_run": self.dry_run}
+                "erased_acked": self.erased, "dry_run": self.dry_run}
 
 
 def replay_count(attributes: Mapping[str, str]) -> int:
@@ -190,6 +195,20 @@ class ReplayConfig:
     idle_pulls: int = 2
     pull_timeout_s: float = 10.0
     publish_timeout_s: float = 60.0
+    erased: Callable[[str, bytes], bool] | None = None  # (unit id, payload) of an erased person (erased_in_store)
+
+
+def erased_in_store(spec: str) -> Callable[[str, bytes], bool]:
+    """Whether a dead letter (its unit id and payload) belongs to a person ``leadflow forget`` erased, by the
+    tombstones in the identity store ``spec`` (same ``LEADFLOW_IDENTITY_HASH_KEY`` as the job)."""
+    from transforms.identity import ERASURES_KEY, PAYLOAD, hash_key, tombstone_key
+    from transforms.identity_store import open_store
+
+    store, key = open_store(spec), hash_key()
+    if not store.get([ERASURES_KEY]):
+        return lambda unit_id, data: False
+    return lambda unit_id, data: bool(store.get([f"u:{unit_id}", tombstone_key(
+        PAYLOAD, hashlib.sha256(data).hexdigest(), key)]))
 
 
 def _selected(item: Replay | Skip, cfg: ReplayConfig) -> bool:
@@ -246,6 +265,7 @@ def run_replay(subscriber, publisher, cfg: ReplayConfig, out: Callable[[str], No
             continue
         idle = 0
         pending = []  # (received message, item, topic, future)
+        erased_acks: list[str] = []
         for r in fresh:
             msg = r.message
             seen.add(msg.message_id)
@@ -263,6 +283,15 @@ def run_replay(subscriber, publisher, cfg: ReplayConfig, out: Callable[[str], No
                 summary.skipped[item.reason] += 1
                 held[msg.message_id] = r.ack_id
                 out(f"skipped      {_describe(msg.message_id, item)} reason={item.reason}")
+                continue
+            if cfg.erased is not None and cfg.erased(item.original_id, item.data):
+                summary.erased += 1
+                if cfg.dry_run:
+                    held[msg.message_id] = r.ack_id
+                else:
+                    erased_acks.append(r.ack_id)
+                out(f"{'would ack' if cfg.dry_run else 'acked':<12} {_describe(msg.message_id, item)} "
+                    "(its person was erased on request: not replayed)")
                 continue
             topic = target_topic(item)
             if not topic:
@@ -293,7 +322,7 @@ def run_replay(subscriber, publisher, cfg: ReplayConfig, out: Callable[[str], No
                 continue
             future = publisher.publish(topic, item.data, **attributes)
             pending.append((r, item, topic, future))
-        acks, failed_keys = [], set()
+        acks, failed_keys = erased_acks, set()
         for r, item, topic, future in pending:
             if future is None:
                 continue
@@ -342,6 +371,7 @@ def format_summary(summary: Summary) -> str:
     d = summary.as_dict()
     verb = "would replay" if summary.dry_run else "replayed"
     lines = [f"pulled {d['pulled']}: {verb} {summary.replayed}, acked as duplicates {d['duplicates_acked']}, "
+             f"{'would ack' if summary.dry_run else 'acked'} as erased {d['erased_acked']}, "
              f"filtered out {d['filtered_out']}, deferred by --limit {d['deferred_by_limit']}, "
              f"publish failed {d['publish_failed']}"]
     if summary.skipped:
@@ -401,6 +431,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                     help="pull and print what would be replayed; publish and ack nothing")
     ap.add_argument("--batch_size", type=int, default=100, help="messages per pull (default 100)")
+    ap.add_argument("--identity_store", help="the job's identity store: dead letters of persons erased with "
+                                             "leadflow forget are acked, never replayed")
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")
     return ap
 
@@ -410,6 +442,11 @@ def main(argv: Iterable[str] | None = None, env: Mapping[str, str] | None = None
     args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         cfg = config_from_args(args, os.environ if env is None else env)
+        if args.identity_store:
+            from transforms.identity_store import check_spec
+
+            check_spec(args.identity_store)
+            cfg.erased = erased_in_store(args.identity_store)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -38,7 +38,7 @@ ID_COLUMN = {"leads": "lead_id", "lead_events": "event_id", "lead_source_history
              "dead_letters": "message_id", "source_daily_counts": "source_id",
              "lead_assignments": "assignment_event_id", "agent_status": "agent_id",
              "source_registrations": "source_id", "lead_outcomes": "lead_id", "lead_merges": "merged_lead_id",
-             "lead_versions": "version_id", "identifier_guards": "identifier_hash"}
+             "lead_versions": "version_id", "identifier_guards": "identifier_hash", "erasures": "erasure_id"}
 
 
 # --------------------------------------------------------------------------------------
@@ -82,7 +82,7 @@ def sample_records() -> dict[str, list]:
 def routing_records(first_lead) -> dict[str, list]:
     """Assignment history, an agent status change, a registration and an outcome for one lead, made by the
     pipeline's own routing functions."""
-    from schemas.records import LeadOutcome
+    from schemas.records import Erasure, LeadOutcome
     from transforms.enrich import registration_for
     from transforms.reference import load_reference
     from transforms.routing import AGENT_STATUS, ASSIGNMENT, Rules, TeamState, dispatch_lead, expire, route_lead
@@ -98,6 +98,9 @@ def routing_records(first_lead) -> dict[str, list]:
         "source_registrations": [registration_for(unknown.event, 0.3, T0)],
         "lead_outcomes": [LeadOutcome(lead_id=first_lead.lead_id, converted=True, outcome_at=T0, value=1200.0,
                                       reported_by="test")],
+        "erasures": [Erasure(erasure_id="e-1", requested_by="test", requested_at=T0, identifier_kind="phone",
+                             subject_hash="0" * 32, leads=1, rows_deleted=3, rows_by_table='{"leads": 1}',
+                             store_rows_deleted=2, tombstones=4, pending_tables=[], dry_run=False, finished_at=T0)],
     }
 
 

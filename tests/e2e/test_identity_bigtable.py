@@ -59,3 +59,17 @@ def test_bigtable_store_decides_like_memory_and_survives_a_new_job(bigtable):
     later = Resolver(open_store(bigtable), IdentityConfig(), key=b"t").decide(
         lead("m5", email="ann@example.org", source="sms", event_s=40))
     assert (later.outcome, later.event.lead_id) == (CROSS_SOURCE, on_bigtable[0].event.lead_id)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "bigtable"])
+def test_every_store_deletes_rows_by_key(kind, bigtable, tmp_path):
+    """What ``leadflow forget`` needs of a store: the rows named go, the others stay."""
+    spec = {"memory": "memory", "sqlite": f"sqlite:{tmp_path / 'i.sqlite'}",
+            "bigtable": bigtable.replace("tables/identity", "tables/deletes")}[kind]
+    store = open_store(spec, create=True)
+    try:
+        store.put({"p:a": {"x": 1}, "p:b": {"x": 2}, "i:c": {"x": 3}})
+        store.delete(["p:a", "i:c", "p:missing"])
+        assert store.get(["p:a", "p:b", "i:c"]) == {"p:b": {"x": 2}}
+    finally:
+        store.close()

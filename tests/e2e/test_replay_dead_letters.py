@@ -125,7 +125,7 @@ def test_replays_selected_dead_letters_and_leaves_the_rest(stack):
     assert code == 0
     assert summary == {"pulled": 8, "replayed": 3, "duplicates_acked": 1, "filtered_out": 1, "deferred_by_limit": 0,
                        "publish_failed": 0, "skipped": {"not_an_input": 1, "replay_limit": 1, "truncated": 1},
-                       "left_unacked": 4, "dry_run": False}
+                       "left_unacked": 4, "erased_acked": 0, "dry_run": False}
 
     replayed = _drain(subscriber, verify, expected=3)
     by_origin = {r.message.attributes["replayed_from_message_id"]: r.message for r in replayed}
@@ -187,3 +187,27 @@ def test_replays_messages_pubsub_forwarded_and_honours_the_limit(stack):
 def test_needs_names_outside_the_local_stack(capsys):
     assert replay.main(["--dry-run"], env={}) == 2
     assert "--subscription and --topic" in capsys.readouterr().err
+
+
+def test_dead_letters_of_an_erased_person_are_acked_never_replayed(stack, tmp_path):
+    import hashlib
+
+    from transforms.identity import ERASURES_KEY, PAYLOAD, hash_key, tombstone_key
+    from transforms.identity_store import open_store
+
+    cfg, publisher, subscriber, verify = stack
+    spec = f"sqlite:{tmp_path / 'identity.sqlite'}"
+    store = open_store(spec)  # what `leadflow forget` leaves for a person whose dead letter held LEAD
+    store.put({ERASURES_KEY: {"n": 1, "at": 0},
+               tombstone_key(PAYLOAD, hashlib.sha256(LEAD).hexdigest(), hash_key()): {"at": 0, "kind": PAYLOAD}})
+    store.close()
+    _publish_dead_letter(publisher, cfg, _dl("m-erased", LEAD, {"provider": "api"}, "parse", "invalid_json"))
+    _publish_dead_letter(publisher, cfg, _dl("m-other", b'{"x": 1}', {"provider": "api"}, "parse", "invalid_json"))
+
+    code, lines, summary = _run(cfg, "--identity_store", spec)
+    assert code == 0
+    assert (summary["erased_acked"], summary["replayed"], summary["left_unacked"]) == (1, 1, 0)
+    replayed = _drain(subscriber, verify, expected=1)
+    assert [r.message.attributes["replayed_from_message_id"] for r in replayed] == ["m-other"]
+    assert _drain(subscriber, cfg.subscription("lead-dead-letters-ops"), settle=1.0) == []  # gone from the topic
+    assert not [p for p in PII if p in "\n".join(lines)]

@@ -143,3 +143,36 @@ def assert_same_persons(actual, expected):
 
     assert sorted(m for m, _, _ in actual) == sorted(m for m, _, _ in expected)
     assert groups(actual) == groups(expected)
+
+
+def test_a_streaming_job_ends_an_erased_persons_redelivery_as_a_dead_letter_and_a_new_inquiry_as_a_lead():
+    from datetime import timedelta
+
+    from pipelines.ops import forget
+    from transforms.identity import ERASED_TYPE, ERASURES_KEY, Resolver, identifier_hash, micros
+    from transforms.identity_store import MemoryStore
+
+    name = f"memory:erasure-{uuid.uuid4().hex}"
+    store = MemoryStore.named(name.removeprefix("memory:"))
+    first = Resolver(store, IdentityConfig()).decide(lead("a1", phone="+14155550101", event_s=10))
+    erased_at = T0 + timedelta(seconds=1000)
+    person = forget.Person(lead_ids={first.event.lead_id}, phones={"+14155550101"}, units={"a1"})
+    store.put({**forget.tombstones(person, store, Resolver(store).key, erased_at),
+               ERASURES_KEY: {"n": 1, "at": micros(erased_at)}})
+    store.delete([f"p:{first.event.lead_id}", f"i:{identifier_hash('phone', '+14155550101', Resolver(store).key)}"])
+
+    stream = (TestStream().advance_watermark_to(BASE)
+              .add_elements([stamped(lead("a1", phone="+14155550101", event_s=10, publish_s=1500)),
+                             stamped(lead("a-new", phone="+14155550101", event_s=2000))])
+              .advance_watermark_to_infinity())
+    p = TestPipeline(options=streaming_options())
+    out = p | stream | DeduplicatePersons(IdentityConfig(store=name))
+    rec = f"erased-{uuid.uuid4()}"
+    out.events | "Events" >> beam.Map(lambda e: ("event", e.message_id, e.outcome, e.lead_id)) | beam.Map(Record(rec))
+    out.dead_letters | "Dead" >> beam.Map(lambda d: ("dead", d.message_id, d.error_type, d.payload)) | beam.Map(
+        Record(rec))
+    p.run().wait_until_finish()
+    got = sorted(take(rec))
+    assert got[0] == ("dead", "a1", ERASED_TYPE, None)
+    assert got[1][:3] == ("event", "a-new", "new") and got[1][3] != first.event.lead_id
+    assert len(got) == 2

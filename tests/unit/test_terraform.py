@@ -22,7 +22,7 @@ from pipelines.options import LeadflowOptions
 from schemas import bigquery as views
 from schemas import resources as names
 from schemas.derive import bigquery_schema
-from schemas.records import TABLES
+from schemas.records import RETENTION_DAYS, TABLES
 
 TF_DIR = terraform_gen.TERRAFORM_DIR
 
@@ -131,12 +131,83 @@ def test_one_partitioned_clustered_table_per_record(tf):
     assert table["for_each"] == "${local.tables}"
     assert table["table_id"] == "${each.key}"
     assert table["dataset_id"] == "${google_bigquery_dataset.leadflow.dataset_id}"
-    assert table["schema"] == "${jsonencode(each.value.schema)}"
+    assert table["schema"].startswith("${jsonencode([for f in each.value.schema : merge(f, ")  # + policy tags
     assert table["clustering"] == "${each.value.clustering}"
-    assert _block(table, "time_partitioning") == {"type": "DAY", "field": "${each.value.partition_field}"}
+    assert _block(table, "time_partitioning") == {"type": "DAY", "field": "${each.value.partition_field}",
+                                                  "expiration_ms": "${local.partition_expiration_ms[each.key]}"}
     assert table["deletion_protection"] is True
     bq_tables = [k for k in tf["resource"] if k[0] == "google_bigquery_table"]
     assert sorted(bq_tables) == [("google_bigquery_table", n) for n in ("reference", "table", "view")]
+
+
+def test_retention_settings_in_the_generated_terraform(tf, generated):
+    assert generated["retention_days"] == RETENTION_DAYS
+    assert generated["retention_days"]["dead_letters"] == 30
+    for name, spec in TABLES.items():
+        table = generated["tables"][name]
+        assert table["retention"] == spec.retention, name
+        expected = RETENTION_DAYS[spec.retention] if spec.retention else None
+        assert table["partition_expiration_days"] == expected, name
+    assert generated["tables"]["dead_letters"]["partition_expiration_days"] == 30
+    assert generated["tables"]["lead_events"]["retention"] == "events"
+    assert tf["variable"]["retention_days"]["default"] == {}
+    loc = tf["locals"]
+    assert "var.retention_days" in loc["retention_days"] and "local.generated.retention_days" in loc["retention_days"]
+    assert "86400000" in loc["partition_expiration_ms"]
+
+
+def _tagged_columns(generated) -> dict[tuple[str, str], str]:
+    return {(table, column): tag
+            for table, t in generated["tables"].items() for column, tag in t["pii_columns"].items()}
+
+
+def test_every_pii_column_has_its_policy_tag_and_no_other_column_has_one(tf, generated):
+    from schemas.derive import columns
+
+    pii = {(name, c.name) for name, spec in TABLES.items() for c in columns(spec.record) if c.metadata.get("pii")}
+    tagged = _tagged_columns(generated)
+    assert set(tagged) == pii
+    assert {("dead_letters", "payload"), ("lead_events", "phone_e164"), ("leads", "message")} <= pii
+    assert set(tagged.values()) <= set(generated["masking"])
+    assert {c for (_t, c), tag in tagged.items() if tag == "identifier"} == {"identity_key", "phone_e164", "email"}
+    for name, t in generated["tables"].items():  # the tagged names are columns of the table's schema
+        assert set(t["pii_columns"]) <= {f["name"] for f in t["schema"]}, name
+    schema = tf["resource"][("google_bigquery_table", "table")]["schema"]
+    assert "google_data_catalog_policy_tag.pii[lookup(each.value.pii_columns, f.name" in schema
+    assert "if contains(keys(each.value.pii_columns), f.name)" in schema  # only the pii columns get policyTags
+
+
+def test_masking_rules_hash_identifiers_and_nullify_free_text_for_bi_and_raw_for_operations(tf, generated):
+    assert {k: v["rule"] for k, v in generated["masking"].items()} == {"identifier": "SHA256",
+                                                                        "free_text": "ALWAYS_NULL"}
+    res = tf["resource"]
+    taxonomy = res[("google_data_catalog_taxonomy", "personal_data")]
+    assert taxonomy["activated_policy_types"] == ["FINE_GRAINED_ACCESS_CONTROL"]
+    tag = res[("google_data_catalog_policy_tag", "pii")]
+    assert (tag["for_each"], tag["taxonomy"]) == ("${local.generated.masking}",
+                                                  "${google_data_catalog_taxonomy.personal_data.id}")
+    policy = res[("google_bigquery_datapolicy_data_policy", "masked")]
+    assert policy["data_policy_type"] == "DATA_MASKING_POLICY"
+    assert policy["policy_tag"] == "${google_data_catalog_policy_tag.pii[each.key].name}"
+    assert _block(policy, "data_masking_policy") == {"predefined_expression": "${each.value.rule}"}
+    grants = {(rtype, role) for rtype, member, role in _grants(tf) if member == "${each.value[1]}"}
+    assert grants == {("google_data_catalog_policy_tag_iam_member", "roles/datacatalog.categoryFineGrainedReader"),
+                      ("google_bigquery_datapolicy_data_policy_iam_member", "roles/bigquerydatapolicy.maskedReader")}
+    assert "var.operations_members" in res[("google_data_catalog_policy_tag_iam_member", "operations_raw")]["for_each"]
+    assert "var.bi_members" in res[("google_bigquery_datapolicy_data_policy_iam_member", "bi_masked")]["for_each"]
+
+
+def test_views_count_people_by_lead_id_never_by_a_raw_identifier():
+    from schemas.derive import columns
+
+    pii = {c.name for spec in TABLES.values() for c in columns(spec.record) if c.metadata.get("pii")}
+    for view in views.load_views():
+        sql = "\n".join(line.split("--", 1)[0] for line in view.template.splitlines())
+        uses = [line.strip() for line in sql.splitlines() if any(re.search(rf"\b{c}\b", line) for c in pii)]
+        if view.name == "leads_current":  # passes the first sighting's contact through, masked for BI as the table
+            assert uses == ["l.phone_e164,", "l.email,", "l.full_name,"]
+        else:
+            assert uses == [], view.name
 
 
 def test_reference_tables_are_the_ones_the_loader_reads(generated):

@@ -10,19 +10,35 @@ resource "google_bigquery_dataset" "leadflow" {
   depends_on                 = [google_project_service.apis]
 }
 
+locals {
+  # Days per retention policy (generated defaults, schemas/records.py RETENTION_DAYS; var.retention_days overrides
+  # them; 0 keeps partitions), and each table's partition expiration from its policy (null: kept).
+  retention_days = merge({ for k, v in local.generated.retention_days : k => coalesce(v, 0) }, var.retention_days)
+  partition_expiration_ms = {
+    for name, t in local.tables : name => (
+      t.retention == null ? null : (local.retention_days[t.retention] == 0 ? null : local.retention_days[t.retention] * 86400000)
+    )
+  }
+}
+
+# Every pii=True column carries the policy tag of its masking class (masking.tf): BI sees it masked.
 resource "google_bigquery_table" "table" {
-  for_each            = local.tables
-  dataset_id          = google_bigquery_dataset.leadflow.dataset_id
-  table_id            = each.key
-  description         = each.value.description
-  schema              = jsonencode(each.value.schema)
+  for_each    = local.tables
+  dataset_id  = google_bigquery_dataset.leadflow.dataset_id
+  table_id    = each.key
+  description = each.value.description
+  schema = jsonencode([for f in each.value.schema : merge(f, {
+    for k, v in { policyTags = { names = [google_data_catalog_policy_tag.pii[lookup(each.value.pii_columns, f.name, "identifier")].name] } } :
+    k => v if contains(keys(each.value.pii_columns), f.name)
+  })])
   clustering          = each.value.clustering
   deletion_protection = true
   labels              = var.labels
 
   time_partitioning {
-    type  = "DAY"
-    field = each.value.partition_field
+    type          = "DAY"
+    field         = each.value.partition_field
+    expiration_ms = local.partition_expiration_ms[each.key]
   }
 }
 

@@ -34,7 +34,9 @@ resource "google_project_service" "apis" {
     "artifactregistry.googleapis.com",
     "bigquery.googleapis.com",
     "cloudbuild.googleapis.com", # builds the Flex Template launcher image (make flex-template-image)
+    "bigquerydatapolicy.googleapis.com", # data-masking rules on the personal columns (masking.tf)
     "compute.googleapis.com",
+    "datacatalog.googleapis.com", # the policy tags of the personal columns
     "dataflow.googleapis.com",
     "pubsub.googleapis.com",
     "redis.googleapis.com", # the gateway's shared state (Memorystore)

@@ -35,6 +35,24 @@ variable "message_retention" {
   default     = "604800s"
 }
 
+variable "retention_days" {
+  description = "Days BigQuery keeps the partitions of each retention policy (dead_letters, events, history), over the defaults of schemas/records.py RETENTION_DAYS (dead_letters 30, events 730, history kept); 0 keeps them. See docs/runbook.md, Retention."
+  type        = map(number)
+  default     = {}
+}
+
+variable "bi_members" {
+  description = "Analysts (group:..., user:...): read the dataset with personal columns masked (hashed identifiers, null free text)."
+  type        = list(string)
+  default     = []
+}
+
+variable "operations_members" {
+  description = "Operations (group:..., user:...): read the dataset with personal columns raw (on-call, leadflow forget)."
+  type        = list(string)
+  default     = []
+}
+
 variable "max_delivery_attempts" {
   description = "Deliveries of one message on the pipeline's input subscriptions before Pub/Sub forwards it to the dead-letter topic (5-100)."
   type        = number
