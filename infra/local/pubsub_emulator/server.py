@@ -25,6 +25,9 @@ import grpc
 from google.protobuf import empty_pb2
 from google.pubsub_v1 import types as pubsub_types
 
+from infra.local.pubsub_emulator.filters import FilterError, compile_filter
+from infra.local.pubsub_emulator.push import Pusher, check_push_endpoint
+
 log = logging.getLogger("infra.local.pubsub_emulator")
 
 # --- protobuf message classes behind the proto-plus types -------------------------------------------------------
@@ -54,6 +57,7 @@ StreamingPullRequest = pubsub_types.StreamingPullRequest.pb()
 StreamingPullResponse = pubsub_types.StreamingPullResponse.pb()
 AcknowledgeRequest = pubsub_types.AcknowledgeRequest.pb()
 ModifyAckDeadlineRequest = pubsub_types.ModifyAckDeadlineRequest.pb()
+ModifyPushConfigRequest = pubsub_types.ModifyPushConfigRequest.pb()
 Empty = empty_pb2.Empty
 
 PUBLISHER_SERVICE = "google.pubsub.v1.Publisher"
@@ -72,6 +76,8 @@ MAX_MESSAGES_PER_RESPONSE = 1000
 MAX_BYTES_PER_RESPONSE = 4 * 1024 * 1024
 MAX_GRPC_MESSAGE = 32 * 1024 * 1024
 MESSAGE_RETENTION_SECONDS = 7 * 24 * 3600
+MAX_BACKOFF_SECONDS = 600  # the retry policy's bounds: 0..600 s, defaults 10 s and 600 s
+DEFAULT_MIN_BACKOFF, DEFAULT_MAX_BACKOFF = 10.0, 600.0
 
 # Real rule for topic/subscription ids: 3-255 chars, starts with a letter, [A-Za-z0-9-_.~+%], not "goog...".
 _ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
@@ -173,12 +179,26 @@ class _Sub:
         self.key_queues: dict[str, collections.deque[_Entry]] = {}
         self.outstanding: dict[str, _Entry] = {}
         self.expiry: list[tuple[float, str]] = []  # heap (deadline, ack_id), lazily invalidated
+        self.delayed: list[tuple[float, int, _Entry]] = []  # heap (due, seq, entry): nacked, backing off
+        self.accepts = compile_filter(pb.filter)  # the filter is immutable: compiled once
         self.backlog = 0  # messages not yet acked (or dead-lettered)
         self.deleted = False
 
     @property
     def ordered(self) -> bool:
         return self.pb.enable_message_ordering
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before a message that failed ``attempts`` deliveries comes back: 0 without a retry policy,
+        else exponential from minimum_backoff, at most maximum_backoff."""
+        if not self.pb.HasField("retry_policy"):
+            return 0.0
+        policy = self.pb.retry_policy
+        low = policy.minimum_backoff.ToNanoseconds() / 1e9 if policy.HasField("minimum_backoff") \
+            else DEFAULT_MIN_BACKOFF
+        high = policy.maximum_backoff.ToNanoseconds() / 1e9 if policy.HasField("maximum_backoff") \
+            else DEFAULT_MAX_BACKOFF
+        return min(high, low * 2 ** max(0, attempts - 1))
 
     @property
     def dead_letter(self) -> tuple[str, int] | None:
@@ -203,6 +223,7 @@ class PubSubState:
         self._seq = itertools.count(1)
         self._ack_seq = itertools.count(1)
         self._warned: set[str] = set()
+        self.push_wakeup = threading.Event()  # set when a push subscription may have something to deliver
 
     # -- helpers ------------------------------------------------------------------------------------------------
     def _warn_once(self, key: str, message: str) -> None:
@@ -319,8 +340,10 @@ class PubSubState:
         for sub_name in self.topic_subs.get(topic, ()):
             sub = self.subs[sub_name]
             for seq, msg, size in stored:
-                self._enqueue(sub, _Entry(seq, msg, msg.ordering_key if sub.ordered else "", size))
+                if sub.accepts(msg.attributes):  # the service acknowledges what the filter does not match
+                    self._enqueue(sub, _Entry(seq, msg, msg.ordering_key if sub.ordered else "", size))
             sub.cond.notify_all()
+        self.push_wakeup.set()
         return [msg.message_id for _, msg, _ in stored]
 
     # -- subscriptions ------------------------------------------------------------------------------------------
@@ -328,12 +351,24 @@ class PubSubState:
         """Normalise defaults and bounds of a Subscription about to be stored (create or update)."""
         sub.ack_deadline_seconds = self._clamp_deadline(sub.ack_deadline_seconds)
         if sub.HasField("push_config") and sub.push_config.push_endpoint:
-            raise ApiError(grpc.StatusCode.UNIMPLEMENTED, "push subscriptions are not supported by this emulator")
+            try:
+                check_push_endpoint(sub.push_config.push_endpoint)
+            except ValueError as exc:
+                raise _invalid(str(exc)) from None
+        if sub.HasField("retry_policy"):
+            bounds = [d.ToNanoseconds() / 1e9 for d in (sub.retry_policy.minimum_backoff,
+                                                        sub.retry_policy.maximum_backoff)]
+            if not all(0 <= b <= MAX_BACKOFF_SECONDS for b in bounds):
+                raise _invalid(f"retry_policy backoffs must be within 0..{MAX_BACKOFF_SECONDS} seconds")
+            if sub.retry_policy.HasField("maximum_backoff") and bounds[0] > bounds[1]:
+                raise _invalid("retry_policy.minimum_backoff must not exceed maximum_backoff")
         for export in ("bigquery_config", "cloud_storage_config", "bigtable_config"):
             if export in sub.DESCRIPTOR.fields_by_name and sub.HasField(export):
                 raise ApiError(grpc.StatusCode.UNIMPLEMENTED, f"{export} subscriptions are not supported")
-        if sub.filter:
-            self._warn_once("filter", "pubsub emulator: subscription filters are stored but IGNORED (all match)")
+        try:
+            compile_filter(sub.filter)
+        except FilterError as exc:
+            raise _invalid(f"Invalid filter: {exc}") from None
         if sub.enable_exactly_once_delivery:
             self._warn_once("eod", "pubsub emulator: exactly-once delivery is stored but not enforced")
         if sub.HasField("dead_letter_policy"):
@@ -395,6 +430,17 @@ class PubSubState:
             sub.pb = updated
             sub.cond.notify_all()
             return updated
+
+    def modify_push_config(self, request: Any) -> None:
+        """Turn a subscription into a push one, change its endpoint, or (empty push_config) back into pull."""
+        with self.lock:
+            sub = self._sub(request.subscription)
+            updated = Subscription()
+            updated.CopyFrom(sub.pb)
+            updated.push_config.CopyFrom(request.push_config)
+            self._validate_subscription(updated)
+            sub.pb = updated
+        self.push_wakeup.set()
 
     def list_subscriptions(self, request: Any) -> Any:
         project = _check_project(request.project)
@@ -469,8 +515,25 @@ class PubSubState:
                 self._finish(sub, entry)
                 return
             self._warn_once(f"dlt:{dl_topic}", f"pubsub emulator: dead letter topic {dl_topic} is gone; redelivering")
+        delay = sub.backoff(entry.attempts)
+        if delay > 0:
+            entry.state = WAITING
+            heapq.heappush(sub.delayed, (time.monotonic() + delay, entry.seq, entry))
+            return
         entry.state = READY
         heapq.heappush(sub.ready, (entry.seq, entry))
+        self.push_wakeup.set()
+
+    def _undelay(self, sub: _Sub, now: float) -> bool:
+        """Messages whose retry backoff is over become deliverable again."""
+        moved = False
+        while sub.delayed and sub.delayed[0][0] <= now:
+            _, seq, entry = heapq.heappop(sub.delayed)
+            if entry.state == WAITING:
+                entry.state = READY
+                heapq.heappush(sub.ready, (seq, entry))
+                moved = True
+        return moved
 
     def _expire(self, sub: _Sub, now: float) -> bool:
         expired = False
@@ -490,10 +553,14 @@ class PubSubState:
             for sub in self.subs.values():
                 if sub.expiry and sub.expiry[0][0] <= now and self._expire(sub, now):
                     sub.cond.notify_all()
+                if sub.delayed and sub.delayed[0][0] <= now and self._undelay(sub, now):
+                    sub.cond.notify_all()
+                    self.push_wakeup.set()
 
     def _deliver(self, sub: _Sub, max_messages: int, deadline_s: int, max_bytes: int = 0) -> list[tuple]:
         now = time.monotonic()
         self._expire(sub, now)
+        self._undelay(sub, now)
         out: list[tuple] = []
         total = 0
         with_attempt = sub.dead_letter is not None
@@ -763,6 +830,10 @@ def build_handlers(state: PubSubState) -> list[grpc.GenericRpcHandler]:
     def pull(r, c):
         return s.pull(r, alive=c.is_active)
 
+    def modify_push_config(r, c):
+        s.modify_push_config(r)
+        return Empty()
+
     def acknowledge(r, c):
         s.acknowledge(r.subscription, r.ack_ids)
         return Empty()
@@ -798,6 +869,7 @@ def build_handlers(state: PubSubState) -> list[grpc.GenericRpcHandler]:
             "ListSubscriptions": _u(list_subscriptions, ListSubscriptionsRequest, ListSubscriptionsResponse),
             "DeleteSubscription": _u(delete_subscription, DeleteSubscriptionRequest, Empty),
             "Pull": _u(pull, PullRequest, PullResponse),
+            "ModifyPushConfig": _u(modify_push_config, ModifyPushConfigRequest, Empty),
             "Acknowledge": _u(acknowledge, AcknowledgeRequest, Empty),
             "ModifyAckDeadline": _u(modify_ack_deadline, ModifyAckDeadlineRequest, Empty),
             "StreamingPull": grpc.stream_stream_rpc_method_handler(
@@ -835,6 +907,7 @@ class PubSubEmulator:
         self._server: grpc.Server | None = None
         self._stopped = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self._pusher: Pusher | None = None
 
     @property
     def address(self) -> str:
@@ -860,6 +933,7 @@ class PubSubEmulator:
         self._server = server
         self._sweeper = threading.Thread(target=self._sweep_loop, name="pubsub-emulator-sweeper", daemon=True)
         self._sweeper.start()
+        self._pusher = Pusher(self.state).start()
         return self
 
     def _sweep_loop(self) -> None:
@@ -878,6 +952,8 @@ class PubSubEmulator:
             self._server.stop(grace).wait()
         if self._sweeper is not None:
             self._sweeper.join(timeout=2)
+        if self._pusher is not None:
+            self._pusher.stop()
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         assert self._server is not None, "not started"
