@@ -15,6 +15,7 @@ from google.cloud import pubsub_v1
 from google.protobuf import duration_pb2
 
 from infra.local.crm_endpoint import CrmEndpoint
+from tests.e2e.conftest import gcloud_gap
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +27,7 @@ def _name(tag: str) -> str:
 
 
 @pytest.fixture
-def clients(pubsub_emulator: str):
+def clients(each_pubsub_emulator):
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     yield publisher, subscriber
     publisher.stop()
@@ -60,7 +61,8 @@ def _backoff(low: float, high: float) -> dict:
             "maximum_backoff": duration_pb2.Duration(nanos=int(high * 1e9))}
 
 
-def test_wrapped_envelope_and_every_documented_success_code_acknowledges(clients):
+def test_wrapped_envelope_and_every_documented_success_code_acknowledges(clients, request, each_pubsub_emulator):
+    gcloud_gap(request, each_pubsub_emulator, "push_202")
     publisher, subscriber = clients
     codes = {"ok200": 200, "ok201": 201, "ok202": 202, "ok204": 204}
     with CrmEndpoint(codes) as crm:
@@ -94,7 +96,8 @@ def test_envelope_fields_as_documented(clients):
         assert message["publishTime"].endswith("Z") and "T" in message["publishTime"]  # RFC 3339, UTC
 
 
-def test_a_refusing_endpoint_is_retried_with_backoff_then_dead_lettered(clients):
+def test_a_refusing_endpoint_is_retried_with_backoff_then_dead_lettered(clients, request, each_pubsub_emulator):
+    gcloud_gap(request, each_pubsub_emulator, "push_dead_letter")
     publisher, subscriber = clients
     with CrmEndpoint({"broken": 503}) as crm:
         topic, dead_topic = _topic(publisher), _topic(publisher, "push-dead")
@@ -119,22 +122,6 @@ def test_a_refusing_endpoint_is_retried_with_backoff_then_dead_lettered(clients)
         assert len(crm.received("broken")) == 5  # nothing after the last attempt
 
 
-def test_retry_policy_backoff_grows_exponentially_within_its_bounds(pubsub_emulator):
-    """Pure check of the emulator's backoff rule (the spacing itself is not timed in a test)."""
-    from infra.local.pubsub_emulator.server import PubSubState, Subscription, _Sub
-
-    state = PubSubState()
-    pb = Subscription(name="projects/p/subscriptions/sub", topic="projects/p/topics/top")
-    pb.retry_policy.minimum_backoff.FromNanoseconds(int(0.2e9))
-    pb.retry_policy.maximum_backoff.FromNanoseconds(int(1.0e9))
-    sub = _Sub(pb, state.lock)
-    assert [sub.backoff(n) for n in range(1, 6)] == [0.2, 0.4, 0.8, 1.0, 1.0]
-    default = Subscription(name="projects/p/subscriptions/sub2", topic="projects/p/topics/top")
-    default.retry_policy.SetInParent()  # a retry policy with no bounds: 10 s .. 600 s
-    assert [_Sub(default, state.lock).backoff(n) for n in (1, 2, 7, 9)] == [10, 20, 600, 600]
-    assert _Sub(Subscription(name=pb.name, topic=pb.topic), state.lock).backoff(3) == 0  # no policy: at once
-
-
 def test_unwrapped_payload_with_metadata_headers(clients):
     publisher, subscriber = clients
     with CrmEndpoint({"raw": 200, "bare": 200}) as crm:
@@ -156,7 +143,8 @@ def test_unwrapped_payload_with_metadata_headers(clients):
         assert "team" not in {k.lower() for k in bare.headers}
 
 
-def test_filters_on_delivery_attributes_pick_each_endpoints_offers(clients):
+def test_filters_on_delivery_attributes_pick_each_endpoints_offers(clients, request, each_pubsub_emulator):
+    gcloud_gap(request, each_pubsub_emulator, "filter")
     publisher, subscriber = clients
     with CrmEndpoint({"nyc": 200, "hot": 200}) as crm:
         topic = _topic(publisher)
@@ -174,7 +162,8 @@ def test_filters_on_delivery_attributes_pick_each_endpoints_offers(clients):
             _push_sub(subscriber, topic, crm.url("nyc"), filter='attributes.team = nyc')
 
 
-def test_oidc_token_carries_the_audience_and_service_account(clients):
+def test_oidc_token_carries_the_audience_and_service_account(clients, request, each_pubsub_emulator):
+    gcloud_gap(request, each_pubsub_emulator, "push_oidc")
     publisher, subscriber = clients
     with CrmEndpoint({"auth": 200}) as crm:
         topic = _topic(publisher)
