@@ -50,7 +50,8 @@ def pubsub_emulator() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def gcloud_pubsub_emulator() -> Iterator[str]:
     """Google's official emulator on a free port (skips when it is not installed). Yields "host:port"; unlike
-    ``pubsub_emulator`` it does not set PUBSUB_EMULATOR_HOST for the session (``each_pubsub_emulator`` does, per test)."""
+    ``pubsub_emulator`` it does not set PUBSUB_EMULATOR_HOST for the session (``each_pubsub_emulator`` does it
+    per test)."""
     from infra.local import gcloud_pubsub
     from infra.local.pubsub_emulator import wait_ready
 
