@@ -190,3 +190,52 @@ def test_modify_push_config_turns_push_into_pull(clients):
         assert crm.received("hook") == []
         with pytest.raises(exceptions.InvalidArgument):
             subscriber.modify_push_config(subscription=sub, push_config={"push_endpoint": "ftp://nowhere"})
+
+
+def test_the_local_stack_turns_crm_endpoints_into_push_subscriptions(pubsub_emulator):
+    """``ensure_pubsub_resources`` (what ``leadflow local up`` runs) with two configured CRM endpoints: each gets
+    the deliveries its filter selects; the refusing one's go to the CRM dead-letter topic after its attempts."""
+    from infra.local import stack
+    from schemas.crm_endpoints import CrmEndpoint as EndpointConfig
+
+    host, port = pubsub_emulator.rsplit(":", 1)
+    with CrmEndpoint({"nyc": 200, "down": 500}) as crm:
+        endpoints = (
+            EndpointConfig(name="nyc", url="https://crm.example/nyc", local_url=crm.url("nyc"),
+                           filter='hasPrefix(attributes.team, "nyc-")'),
+            EndpointConfig(name="down", url="https://crm.example/down", local_url=crm.url("down"),
+                           filter='attributes.priority = "hot"', min_backoff_seconds=0.05, max_backoff_seconds=0.2,
+                           max_delivery_attempts=5),
+        )
+        cfg = stack.StackConfig(host=host, pubsub_port=int(port), project=_name("crm"), crm_endpoints=endpoints)
+        report = stack.ensure_pubsub_resources(cfg)
+        assert report[cfg.subscription("crm-push-nyc")] == report[cfg.subscription("crm-push-down")] == "created"
+        assert stack.ensure_pubsub_resources(cfg)[cfg.subscription("crm-push-nyc")] == "exists"
+
+        publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+        offers = {"L1": ("nyc-sales", "warm"), "L2": ("nyc-priority", "hot"), "L3": ("us-east-sales", "hot"),
+                  "L4": ("us-west-sales", "cold")}
+        for lead_id, (team, priority) in offers.items():
+            publisher.publish(cfg.topic("deliveries"), b"{}", lead_id=lead_id, team=team,
+                              priority=priority).result(10)
+        dead_sub = cfg.subscription("crm-delivery-dead-letters-ops")
+        dead: list = []
+
+        def all_dead() -> bool:
+            response = subscriber.pull(subscription=dead_sub, max_messages=10, timeout=10)
+            if response.received_messages:
+                subscriber.acknowledge(subscription=dead_sub, ack_ids=[m.ack_id for m in response.received_messages])
+            dead.extend(response.received_messages)
+            return len(dead) >= 2
+
+        assert _wait(all_dead, timeout=30)
+        assert sorted(d.attributes["lead_id"] for d in crm.received("nyc")) == ["L1", "L2"]
+        assert sorted(m.message.attributes["lead_id"] for m in dead) == ["L2", "L3"]
+        assert {m.message.attributes["CloudPubSubDeadLetterSourceSubscription"] for m in dead} == {"crm-push-down"}
+        assert len(crm.received("down")) == 10  # 5 attempts each
+        nyc = crm.received("nyc")[0]
+        token = nyc.headers["Authorization"].removeprefix("Bearer ")
+        claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        assert claims["email"] == f"leadflow-crm-push@{cfg.project}.iam.gserviceaccount.com"
+        publisher.stop()
+        subscriber.close()
