@@ -443,7 +443,8 @@ def up(cfg: StackConfig, out=print) -> dict[str, Service]:
                                              str(cfg.scorer_port)], scorer_ready)
     for name, (port, args, ready) in plans.items():
         if name in services:
-            out(f"{name}: already running (pid {services[name].pid}) on {cfg.host}:{port}")
+            kind = f", {services[name].kind} emulator" if services[name].kind else ""
+            out(f"{name}: already running (pid {services[name].pid}{kind}) on {cfg.host}:{port}")
             continue
         if port_open(cfg.host, port):
             if name in stale:  # our crashed service's port: give the kernel a moment to release it
@@ -475,8 +476,8 @@ def up(cfg: StackConfig, out=print) -> dict[str, Service]:
             del services[name]
             save_state(cfg, services)
             raise
-        what = f"{name} ({svc.kind} emulator)" if svc.kind else name
-        out(f"{what}: started (pid {svc.pid}) on {cfg.host}:{port} in {time.monotonic() - started:.1f} s; "
+        kind = f", {svc.kind} emulator" if svc.kind else ""
+        out(f"{name}: started (pid {svc.pid}{kind}) on {cfg.host}:{port} in {time.monotonic() - started:.1f} s; "
             f"log {svc.log}")
     for resource, how in ensure_pubsub_resources(cfg).items():
         out(f"  {how:>7}  {resource}")
@@ -524,8 +525,8 @@ def status(cfg: StackConfig, out=print) -> bool:
         else:
             answering = port_open(cfg.host, svc.port, timeout=2.0)
             healthy &= answering
-            what = f"{name} ({svc.kind} emulator)" if svc.kind else name
-            out(f"{what}: running (pid {svc.pid}) on {cfg.host}:{svc.port}"
+            kind = f", {svc.kind} emulator" if svc.kind else ""
+            out(f"{name}: running (pid {svc.pid}{kind}) on {cfg.host}:{svc.port}"
                 f"{'' if answering else ' but NOT answering'}; up {time.time() - svc.started_at:.0f} s")
     strays = {p: s for p, s in our_emulator_processes(cfg).items() if p not in {v.pid for v in services.values()}}
     for pid, svc in strays.items():
