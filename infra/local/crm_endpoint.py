@@ -17,6 +17,9 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -140,3 +143,66 @@ class CrmEndpoint:
                 pass
 
         return Handler
+
+
+DEMO_TEAM = "us-east-sales"
+_DLQ_SOURCE = "CloudPubSubDeadLetterSourceSubscription"
+DEMO_ATTEMPTS = 5
+
+
+@contextmanager
+def demo_crm_push(cfg, team: str = DEMO_TEAM, out=print) -> Iterator[CrmEndpoint]:
+    """For ``make demo``: a local CRM that receives one team's offers and prints them, and a failing CRM
+    (answers 503) whose hot offers are retried with backoff and go to the CRM dead-letter topic after
+    DEMO_ATTEMPTS pushes. Creates both push subscriptions on the stack ``cfg`` (a running
+    ``infra.local.stack.StackConfig``) before the pipeline publishes; on exit it waits for the retries to finish
+    and prints what each endpoint got. Wrap the part of the demo that runs the pipeline::
+
+        with demo_crm_push(cfg):
+            ...  # start the pipeline, publish, wait until every unit is accounted for
+    """
+    from dataclasses import replace
+
+    from infra.local import stack
+    from schemas.crm_endpoints import CrmEndpoint as EndpointConfig
+
+    hooks = {f"demo-{team}": 200, "demo-failing": 503}
+    with CrmEndpoint(hooks, on_delivery=lambda d: out(f"      CRM {d.summary()}")) as crm:
+        endpoints = (
+            EndpointConfig(name=f"demo-{team}", url="https://crm.example.com/demo",
+                           local_url=crm.url(f"demo-{team}"), filter=f'attributes.team = "{team}"',
+                           min_backoff_seconds=0.1, max_backoff_seconds=1),
+            EndpointConfig(name="demo-failing", url="https://crm.example.com/failing",
+                           local_url=crm.url("demo-failing"), filter='attributes.priority = "hot"',
+                           min_backoff_seconds=0.1, max_backoff_seconds=0.5, max_delivery_attempts=DEMO_ATTEMPTS),
+        )
+        stack.ensure_pubsub_resources(replace(cfg, crm_endpoints=endpoints))
+        out(f"      CRM push: {crm.url(f'demo-{team}')} receives team {team}'s offers; {crm.url('demo-failing')} "
+            f"refuses every hot offer ({DEMO_ATTEMPTS} attempts, then the CRM dead-letter topic)")
+        yield crm
+        dead = _drain_dead_letters(cfg, lambda: {d.message_id for d in crm.received("demo-failing")})
+        failing = crm.received("demo-failing")
+        out(f"      CRM push: team {team} received {len(crm.received(f'demo-{team}'))} offers; the failing CRM got "
+            f"{len(failing)} pushes of {len({d.message_id for d in failing})} offers, {dead} dead-lettered to "
+            f"{cfg.topic('crm_dead_letters')}")
+
+
+def _drain_dead_letters(cfg, refused, timeout: float = 20.0) -> int:
+    """Ack the CRM dead letters of the demo's failing endpoint until every offer it refused is there."""
+    from google.cloud import pubsub_v1
+
+    subscriber = pubsub_v1.SubscriberClient()
+    subscription = cfg.subscription("crm-delivery-dead-letters-ops")
+    dead = 0
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        response = subscriber.pull(subscription=subscription, max_messages=500, return_immediately=True, timeout=10)
+        if response.received_messages:
+            subscriber.acknowledge(subscription=subscription, ack_ids=[m.ack_id for m in response.received_messages])
+            dead += sum(m.message.attributes.get(_DLQ_SOURCE) == "crm-push-demo-failing"
+                        for m in response.received_messages)
+        if dead >= len(refused()):
+            break
+        time.sleep(0.2)
+    subscriber.close()
+    return dead

@@ -239,3 +239,27 @@ def test_the_local_stack_turns_crm_endpoints_into_push_subscriptions(pubsub_emul
         assert claims["email"] == f"leadflow-crm-push@{cfg.project}.iam.gserviceaccount.com"
         publisher.stop()
         subscriber.close()
+
+
+def test_the_demo_crm_prints_one_teams_offers_and_dead_letters_the_failing_ones(pubsub_emulator):
+    from infra.local import stack
+    from infra.local.crm_endpoint import DEMO_ATTEMPTS, demo_crm_push
+
+    host, port = pubsub_emulator.rsplit(":", 1)
+    cfg = stack.StackConfig(host=host, pubsub_port=int(port), project=_name("demo"))
+    stack.ensure_pubsub_resources(cfg)
+    lines: list[str] = []
+    publisher = pubsub_v1.PublisherClient()
+    with demo_crm_push(cfg, team="us-east-sales", out=lines.append) as crm:
+        for lead_id, team, priority in [("L1", "us-east-sales", "hot"), ("L2", "us-east-sales", "warm"),
+                                        ("L3", "us-west-sales", "hot"), ("L4", "nyc-sales", "cold")]:
+            publisher.publish(cfg.topic("deliveries"), b'{"name": "Jane Doe"}', lead_id=lead_id, team=team,
+                              priority=priority).result(10)
+        assert _wait(lambda: len(crm.received("demo-us-east-sales")) == 2)
+    publisher.stop()
+    printed = [line for line in lines if "CRM [demo-us-east-sales]" in line]
+    assert sorted(line.split("lead_id=")[1].split()[0] for line in printed) == ["L1", "L2"]
+    assert not any("Jane" in line for line in lines)  # ids and routing attributes only
+    assert len(crm.received("demo-failing")) == 2 * DEMO_ATTEMPTS  # L1 and L3, hot
+    assert lines[-1].endswith(f"2 dead-lettered to {cfg.topic('crm_dead_letters')}"), lines[-1]
+    assert "team us-east-sales received 2 offers" in lines[-1]
