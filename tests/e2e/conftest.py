@@ -100,12 +100,10 @@ GCLOUD_GAPS = {
     "push_dead_letter": "push deliveries carry no deliveryAttempt and are never dead-lettered",
     "push_oidc": "no Authorization header: the emulator does not mint OIDC tokens",
     "filter": "subscription filters are accepted but not applied (every message is delivered)",
-    "retry_backoff": "the retry policy's backoff bounds are not applied to redeliveries",
     "names": "a topic name with an empty project (projects//topics/abc) is accepted; ListTopics on a project "
              "without 'projects/' answers UNKNOWN (not INVALID_ARGUMENT)",
     "publish_sizes": "no size limits: 12 MB Publish requests, 257-byte attribute keys, 1025-byte values and "
                      "ordering keys are accepted (the service refuses them)",
-    "nack_shutdown": "messages released when a streaming subscriber shuts down are never redelivered",
 }
 
 
