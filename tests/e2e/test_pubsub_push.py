@@ -154,7 +154,7 @@ def test_filters_on_delivery_attributes_pick_each_endpoints_offers(clients, requ
         offers = [("nyc-sales", "us-nyc", "warm"), ("nyc-priority", "us-nyc", "hot"),
                   ("us-west-sales", "us-west", "hot"), ("us-east-sales", "us-east", "hot")]
         ids = [publisher.publish(topic, b"o", team=t, territory=r, priority=p).result(10) for t, r, p in offers]
-        assert _wait(lambda: len(crm.received("nyc")) == 2 and len(crm.received("hot")) == 2)
+        assert _wait(lambda: len(crm.received("nyc")) >= 2 and len(crm.received("hot")) >= 2)
         time.sleep(0.5)
         assert sorted(d.message_id for d in crm.received("nyc")) == sorted(ids[:2])
         assert sorted(d.message_id for d in crm.received("hot")) == sorted([ids[1], ids[3]])
