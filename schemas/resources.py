@@ -23,6 +23,7 @@ TOPICS = {
     "dead_letters": "lead-dead-letters",
     "agent_events": "agent-events",
     "manual_review": "lead-manual-review",
+    "crm_dead_letters": "crm-delivery-dead-letters",  # CRM pushes that failed every attempt (schemas/crm_endpoints)
 }
 # subscription -> topic key
 SUBSCRIPTIONS = {
@@ -31,6 +32,7 @@ SUBSCRIPTIONS = {
     "lead-dead-letters-ops": "dead_letters",
     "agent-events-pipeline": "agent_events",
     "lead-manual-review-ops": "manual_review",
+    "crm-delivery-dead-letters-ops": "crm_dead_letters",
 }
 INPUT_SUBSCRIPTION = "leads-in-pipeline"
 AGENT_EVENTS_SUBSCRIPTION = "agent-events-pipeline"

@@ -12,6 +12,13 @@ once the topics exist, with secrets generated for the stack home (``gateway.loca
 lead-operations dashboard (``leadflow dashboard`` on 8050 over the stack's dataset, once the views exist;
 ``--no_dashboard``; ``dashboard=True`` in code).
 
+``--pubsub=builtin|gcloud|auto`` chooses the Pub/Sub emulator: the project's (``builtin``, the default: it has the
+push filters, retry backoff and dead-lettering the CRM push subscriptions rely on, and streams about 10x faster),
+Google's official one (``gcloud``, ``infra.local.gcloud_pubsub``), or ``auto`` (gcloud's when installed, else the
+project's). ``status`` names the one running. ``up`` also creates one push subscription per CRM endpoint of
+``schemas/crm_endpoints.toml`` that has a ``local_url`` (the command line does; a ``StackConfig`` made in code
+creates only the endpoints it is given).
+
 State lives in ``$LEADFLOW_HOME`` (default ``.local/`` in the current directory): ``stack.json``
 and one log file per service.
 """
@@ -29,12 +36,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from infra.local import gcloud_pubsub
+from schemas.crm_endpoints import CrmEndpoint
 from schemas.resources import DATASET, LOCAL_PROJECT, SUBSCRIPTIONS, TOPICS, Resources
 
 PROJECT = LOCAL_PROJECT
 SERVICE_MODULES = {"pubsub": "infra.local.pubsub_emulator", "bigquery": "infra.local.bigquery_emulator",
                    "scorer": "bentoml", "meta_graph": "infra.local.graph_stand_in", "gateway": "gateway",
                    "dashboard": "dashboard"}
+GCLOUD_PUBSUB_JAR = b"cloud-pubsub-emulator"  # in the official emulator's java command line
+DEFAULT_PUBSUB = "builtin"  # what `leadflow local up` runs without --pubsub (see the module docstring)
 SCORER_SERVICE = "scoring.service:LeadScorer"
 SCORER_TRAINING_ROWS = 5000  # generated history for the local model when the store has none
 
@@ -59,6 +70,8 @@ class StackConfig:
     dashboard_port: int = 8050
     project: str = PROJECT
     dataset: str = DATASET
+    pubsub: str = "builtin"  # builtin | gcloud | auto (infra.local.gcloud_pubsub)
+    crm_endpoints: tuple[CrmEndpoint, ...] = ()  # push subscriptions to create (to each one's local_url)
     home: Path = field(default_factory=lambda: Path(os.environ.get("LEADFLOW_HOME", ".local")))
     retention: dict[str, float | None] = field(default_factory=dict)  # over schemas.records.RETENTION_DAYS
 
@@ -141,6 +154,7 @@ class Service:
     port: int
     log: str
     started_at: float
+    kind: str = ""  # pubsub only: builtin | gcloud
 
 
 # --- processes -------------------------------------------------------------------------------------
@@ -208,6 +222,8 @@ def our_emulator_processes(cfg: StackConfig) -> dict[int, str]:
         for service, module in SERVICE_MODULES.items():
             if b"-m" in cmd and module.encode() in cmd and pid_alive(int(entry.name)):
                 found[int(entry.name)] = service
+        if any(GCLOUD_PUBSUB_JAR in part for part in cmd) and pid_alive(int(entry.name)):
+            found[int(entry.name)] = "pubsub"
     return found
 
 
@@ -351,6 +367,15 @@ def ensure_pubsub_resources(cfg: StackConfig) -> dict[str, str]:
             report[cfg.subscription(name)] = "created"
         except AlreadyExists:
             report[cfg.subscription(name)] = "exists"
+    for endpoint in cfg.crm_endpoints:
+        if not endpoint.local_url:
+            continue
+        request = endpoint.push_subscription(cfg.resources, local=True)
+        try:
+            subscriber.create_subscription(request=request)
+            report[request["name"]] = "created"
+        except AlreadyExists:
+            report[request["name"]] = "exists"
     subscriber.close()
     return report
 
@@ -359,13 +384,13 @@ def ensure_pubsub_resources(cfg: StackConfig) -> dict[str, str]:
 
 
 def _start(cfg: StackConfig, name: str, args: list[str],
-           extra_env: dict[str, str] | None = None) -> tuple[Service, subprocess.Popen]:
+           extra_env: dict[str, str] | None = None, cmd: list[str] | None = None) -> tuple[Service, subprocess.Popen]:
     cfg.home.mkdir(parents=True, exist_ok=True)
     log = cfg.home / f"{name}.log"
     with log.open("ab") as out:
         env = {**os.environ, STACK_MARKER: str(cfg.home.resolve()), "BENTOML_DO_NOT_TRACK": "true",
                "BENTOML_HOME": str(cfg.bentoml_home.resolve()), **(extra_env or {})}
-        proc = subprocess.Popen([sys.executable, "-m", SERVICE_MODULES[name], *args], stdout=out, env=env,
+        proc = subprocess.Popen(cmd or [sys.executable, "-m", SERVICE_MODULES[name], *args], stdout=out, env=env,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     port = {"pubsub": cfg.pubsub_port, "bigquery": cfg.bigquery_port, "scorer": cfg.scorer_port,
             "meta_graph": cfg.meta_graph_port, "gateway": cfg.gateway_port, "dashboard": cfg.dashboard_port}[name]
@@ -456,6 +481,14 @@ def up(cfg: StackConfig, out=print) -> dict[str, Service]:
     for pid, svc in strays.items():
         out(f"warning: a {svc} emulator (pid {pid}) not started by this stack is running; "
             "'leadflow local down' stops it")
+    try:
+        pubsub_kind = gcloud_pubsub.resolve(cfg.pubsub)
+    except ValueError as e:
+        raise StackError(str(e)) from None
+    running_kind = (services["pubsub"].kind or "builtin") if "pubsub" in services else pubsub_kind
+    if running_kind != pubsub_kind:
+        out(f"warning: the {running_kind} Pub/Sub emulator is running; --pubsub={cfg.pubsub} takes effect after "
+            "'leadflow local down'")
     plans = {
         "pubsub": (cfg.pubsub_port, ["--host", cfg.host, "--port", str(cfg.pubsub_port)], pubsub_ready),
         "bigquery": (cfg.bigquery_port, ["--host", cfg.host, "--port", str(cfg.bigquery_port),
@@ -466,7 +499,8 @@ def up(cfg: StackConfig, out=print) -> dict[str, Service]:
                                              str(cfg.scorer_port)], scorer_ready)
     for name, (port, args, ready) in plans.items():
         if name in services:
-            out(f"{name}: already running (pid {services[name].pid}) on {cfg.host}:{port}")
+            kind = f", {services[name].kind} emulator" if services[name].kind else ""
+            out(f"{name}: already running (pid {services[name].pid}{kind}) on {cfg.host}:{port}")
             continue
         if port_open(cfg.host, port):
             if name in stale:  # our crashed service's port: give the kernel a moment to release it
@@ -485,7 +519,10 @@ def up(cfg: StackConfig, out=print) -> dict[str, Service]:
                 Path(str(cfg.identity_store) + suffix).unlink(missing_ok=True)
             out("  identity state cleared (the BigQuery emulator starts empty)")
         started = time.monotonic()
-        svc, proc = _start(cfg, name, args)
+        cmd = gcloud_pubsub.command(cfg.host, port) if name == "pubsub" and pubsub_kind == "gcloud" else None
+        svc, proc = _start(cfg, name, args, cmd=cmd)
+        if name == "pubsub":
+            svc.kind = pubsub_kind
         services[name] = svc
         save_state(cfg, services)
         try:
@@ -495,7 +532,8 @@ def up(cfg: StackConfig, out=print) -> dict[str, Service]:
             del services[name]
             save_state(cfg, services)
             raise
-        out(f"{name}: started (pid {svc.pid}) on {cfg.host}:{port} in {time.monotonic() - started:.1f} s; "
+        kind = f", {svc.kind} emulator" if svc.kind else ""
+        out(f"{name}: started (pid {svc.pid}{kind}) on {cfg.host}:{port} in {time.monotonic() - started:.1f} s; "
             f"log {svc.log}")
     for resource, how in ensure_pubsub_resources(cfg).items():
         out(f"  {how:>7}  {resource}")
@@ -547,7 +585,8 @@ def status(cfg: StackConfig, out=print) -> bool:
         else:
             answering = port_open(cfg.host, svc.port, timeout=2.0)
             healthy &= answering
-            out(f"{name}: running (pid {svc.pid}) on {cfg.host}:{svc.port}"
+            kind = f", {svc.kind} emulator" if svc.kind else ""
+            out(f"{name}: running (pid {svc.pid}{kind}) on {cfg.host}:{svc.port}"
                 f"{'' if answering else ' but NOT answering'}; up {time.time() - svc.started_at:.0f} s")
     strays = {p: s for p, s in our_emulator_processes(cfg).items() if p not in {v.pid for v in services.values()}}
     for pid, svc in strays.items():
@@ -589,6 +628,11 @@ def main(argv: list[str]) -> int:
                     help="do not start the lead-operations dashboard (started by default)")
     ap.add_argument("--dashboard_port", type=int, default=8050)
     ap.add_argument("--project", default=PROJECT)
+    ap.add_argument("--pubsub", choices=gcloud_pubsub.CHOICES, default=DEFAULT_PUBSUB,
+                    help=f"the Pub/Sub emulator: the project's (builtin), Google's (gcloud) or gcloud's when "
+                         f"installed (auto); default {DEFAULT_PUBSUB}")
+    ap.add_argument("--no_crm_endpoints", action="store_true",
+                    help="do not create the push subscriptions of schemas/crm_endpoints.toml")
     ap.add_argument("--dataset", default=DATASET)
     ap.add_argument("--retention", action="append", metavar="POLICY=DAYS",
                     help="days the tables of a retention policy keep their partitions, or 'none' (repeatable; "
@@ -604,7 +648,12 @@ def main(argv: list[str]) -> int:
                       bigquery_grpc_port=args.bigquery_grpc_port, scorer_port=args.scorer_port,
                       scorer=not args.no_scorer, project=args.project, dataset=args.dataset, gateway=args.gateway,
                       gateway_port=args.gateway_port, smtp_port=args.smtp_port, meta_graph_port=args.meta_graph_port,
-                      dashboard=args.dashboard, dashboard_port=args.dashboard_port, retention=retention)
+                      dashboard=args.dashboard, dashboard_port=args.dashboard_port, retention=retention,
+                      pubsub=args.pubsub)
+    if args.command == "up" and not args.no_crm_endpoints:
+        from schemas import crm_endpoints
+
+        cfg.crm_endpoints = tuple(crm_endpoints.load())
     try:
         if args.command == "up":
             up(cfg)

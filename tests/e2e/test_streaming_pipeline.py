@@ -17,6 +17,7 @@ from collections import Counter
 
 import pytest
 
+from infra.local import gcloud_pubsub
 from infra.local import stack as local_stack
 from infra.local.processes import free_port, stop_process
 from pipelines import lead_pipeline
@@ -27,10 +28,15 @@ from pipelines.synthetic import generate
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+GCLOUD = pytest.param("gcloud", marks=pytest.mark.skipif(not gcloud_pubsub.available(),
+                                                         reason="the official Pub/Sub emulator is not installed"))
+
+
+@pytest.fixture(scope="module", params=["builtin", GCLOUD])
+def stack(tmp_path_factory, request):
+    """The local stack with each Pub/Sub emulator (gcloud's where it is installed)."""
     home = tmp_path_factory.mktemp("stack")
-    cfg = local_stack.StackConfig(pubsub_port=free_port(), bigquery_port=free_port(),
+    cfg = local_stack.StackConfig(pubsub_port=free_port(), bigquery_port=free_port(), pubsub=request.param,
                                   bigquery_grpc_port=free_port(), scorer_port=free_port(), home=home)
     lines = []
     local_stack.up(cfg, out=lines.append)
@@ -62,6 +68,7 @@ def test_up_is_idempotent_and_status_reports(stack):
     report = []
     assert local_stack.status(cfg, out=report.append)
     assert sum("running" in line for line in report) == 3  # pubsub, bigquery, scorer
+    assert any(line.startswith("pubsub: running (pid ") and f", {cfg.pubsub} emulator)" in line for line in report)
 
 
 def test_streaming_matches_bounded_and_every_unit_is_accounted(stack, messages_file, tmp_path):

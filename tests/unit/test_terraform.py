@@ -251,7 +251,40 @@ def test_topics_and_subscriptions_are_the_local_stacks(tf):
     assert sub["message_retention_duration"] == "${var.message_retention}"
     assert _block(sub, "expiration_policy") == {"ttl": ""}
     assert sorted(k for k in tf["resource"] if k[0] in ("google_pubsub_topic", "google_pubsub_subscription")) == [
-        ("google_pubsub_subscription", "subscription"), ("google_pubsub_topic", "topic")]
+        ("google_pubsub_subscription", "crm_push"), ("google_pubsub_subscription", "subscription"),
+        ("google_pubsub_topic", "topic")]
+
+
+def test_crm_push_subscriptions_are_the_crm_endpoint_file(tf, generated):
+    from schemas import crm_endpoints
+
+    endpoints = crm_endpoints.load()
+    assert set(generated["crm_endpoints"]) == {e.subscription for e in endpoints}
+    for e in endpoints:
+        g = generated["crm_endpoints"][e.subscription]
+        assert (g["url"], g["filter"], g["audience"], g["max_delivery_attempts"], g["wrapped"]) == (
+            e.url, e.filter, e.audience, e.max_delivery_attempts, e.wrapped)
+        assert (g["minimum_backoff"], g["maximum_backoff"]) == (
+            f"{e.min_backoff_seconds:g}s", f"{e.max_backoff_seconds:g}s")
+    assert tf["locals"]["crm_endpoints"] == "${local.generated.crm_endpoints}"
+    push = tf["resource"][("google_pubsub_subscription", "crm_push")]
+    assert (push["for_each"], push["name"], push["filter"]) == ("${local.crm_endpoints}", "${each.key}",
+                                                                "${each.value.filter}")
+    assert push["topic"] == '${google_pubsub_topic.topic["deliveries"].id}'
+    config = _block(push, "push_config")
+    assert config["push_endpoint"] == "${each.value.url}"
+    assert _block(config, "oidc_token") == {"service_account_email": "${google_service_account.crm_push.email}",
+                                            "audience": "${each.value.audience}"}
+    assert _block(push, "retry_policy") == {"minimum_backoff": "${each.value.minimum_backoff}",
+                                            "maximum_backoff": "${each.value.maximum_backoff}"}
+    dead = _block(push, "dead_letter_policy")
+    assert dead["dead_letter_topic"] == "${google_pubsub_topic.topic[local.crm_push.dead_letter_topic].id}"
+    assert generated["crm_push"]["dead_letter_topic"] in names.TOPICS
+    account = tf["resource"][("google_service_account", "crm_push")]
+    assert account["account_id"] == "${local.crm_push.service_account_id}"
+    assert generated["crm_push"]["service_account_id"] == crm_endpoints.PUSH_SERVICE_ACCOUNT_ID
+    fwd = tf["resource"][("google_pubsub_subscription_iam_member", "crm_dead_letter_forwarder")]
+    assert (fwd["for_each"], fwd["role"]) == ("${local.crm_endpoints}", "roles/pubsub.subscriber")
 
 
 def test_pipeline_subscriptions_dead_letter_to_the_dead_letter_topic(tf):

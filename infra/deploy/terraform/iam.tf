@@ -4,11 +4,20 @@
 #                      subscriptions, publishes to its three topics, writes the dataset's tables, uses the bucket,
 #                      pulls the launcher image. No project-wide data roles.
 #   leadflow-scorer    the Cloud Run scorer: reads its token secret and writes logs and metrics. No data access.
+#   leadflow-crm-push  the identity in the OIDC tokens of the CRM push subscriptions (the token's email claim);
+#                      it holds no roles. Pub/Sub's service agent mints the tokens (projects created after
+#                      April 2021 need no extra grant for that).
 
 resource "google_service_account" "dataflow" {
   account_id   = "leadflow-dataflow"
   display_name = "Leadflow Dataflow job"
   description  = "Runs the Leadflow streaming job (Flex Template launcher and workers)."
+}
+
+resource "google_service_account" "crm_push" {
+  account_id   = local.crm_push.service_account_id
+  display_name = "Leadflow CRM push"
+  description  = "Signs the CRM push subscriptions' OIDC tokens (schemas/crm_endpoints.toml); no roles."
 }
 
 resource "google_service_account" "scorer" {

@@ -11,6 +11,8 @@ locals {
   reference_tables = local.generated.reference_tables # ref_* tables read by --reference_data=bq://PROJECT.DATASET
   topics           = local.generated.topics           # key (input, deliveries, ...) => topic name
   subscriptions    = local.generated.subscriptions    # name => {topic (key), message_ordering}
+  crm_endpoints    = local.generated.crm_endpoints    # push subscription => {url, filter, audience, backoff, ...}
+  crm_push         = local.generated.crm_push         # {service_account_id, dead_letter_topic (key)}
 
   # Subscriptions the pipeline reads: messages Pub/Sub cannot deliver after var.max_delivery_attempts go to the
   # dead-letter topic (beside the pipeline's own dead letters; `leadflow replay-dead-letters` handles both).

@@ -5,7 +5,9 @@
 
 Publishes N messages of ``--size`` bytes with a batching PublisherClient, then drains them twice: from one
 subscription with synchronous Pull + Acknowledge, from another with StreamingPull (``subscriber.subscribe``) acking
-in the callback. Prints a table and one JSON line with msgs/s for each phase.
+in the callback. ``--push N`` adds a push phase: N more messages delivered by a push subscription to a local
+HTTP endpoint (infra.local.crm_endpoint, answering 200), timed from the first publish to the last delivery.
+Prints a table and one JSON line with msgs/s for each phase.
 """
 
 from __future__ import annotations
@@ -104,12 +106,47 @@ def run(address: str, messages: int, size: int, batch: int) -> dict:
     }
 
 
+def push_rate(address: str, messages: int, size: int) -> dict:
+    """Messages per second a push subscription delivers to a local endpoint that accepts everything."""
+    os.environ["PUBSUB_EMULATOR_HOST"] = address
+    from google.cloud import pubsub_v1
+
+    from infra.local.crm_endpoint import CrmEndpoint
+
+    admin, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    tag = uuid.uuid4().hex[:8]
+    topic = admin.topic_path(PROJECT, f"push-{tag}")
+    sub = subscriber.subscription_path(PROJECT, f"push-{tag}")
+    admin.create_topic(name=topic)
+    with CrmEndpoint({"load": 200}) as crm:
+        subscriber.create_subscription(request={"name": sub, "topic": topic, "ack_deadline_seconds": 60,
+                                                "push_config": {"push_endpoint": crm.url("load")}})
+        payload = os.urandom(size // 2).hex().encode()[:size]
+        started = time.perf_counter()
+        for f in [admin.publish(topic, payload, seq=str(i)) for i in range(messages)]:
+            f.result(timeout=120)
+        give_up = time.monotonic() + 300
+        while len({d.message_id for d in crm.received("load")}) < messages and time.monotonic() < give_up:
+            time.sleep(0.05)
+        push_s = time.perf_counter() - started
+        delivered = len({d.message_id for d in crm.received("load")})
+        pushes = len(crm.received("load"))
+        subscriber.delete_subscription(subscription=sub)
+    admin.delete_topic(topic=topic)
+    subscriber.close()
+    admin.stop()
+    if delivered < messages:
+        raise RuntimeError(f"push delivered only {delivered} of {messages} messages")
+    return {"push_msgs_per_s": round(messages / push_s), "push_s": round(push_s, 3), "push_requests": pushes}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.local.pubsub_emulator.loadtest", description=__doc__)
     parser.add_argument("--address", help="host:port of a running emulator (default: start one in a subprocess)")
     parser.add_argument("--messages", type=int, default=10_000, help="messages to publish (default 10000)")
     parser.add_argument("--size", type=int, default=1024, help="payload bytes per message (default 1024)")
     parser.add_argument("--batch", type=int, default=1000, help="publisher batch max_messages (default 1000)")
+    parser.add_argument("--push", type=int, default=0, help="also time N messages pushed to a local endpoint")
     args = parser.parse_args(argv)
 
     proc = None
@@ -125,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_ready(address, timeout=30)
         result = run(address, args.messages, args.size, args.batch)
+        if args.push:
+            result.update(push_rate(address, args.push, args.size))
     finally:
         if proc is not None:
             stop_process(proc, timeout=10)
@@ -134,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         ("pull + acknowledge", result["pull_ack_msgs_per_s"], result["pull_s"]),
         ("streaming pull + ack", result["streaming_pull_ack_msgs_per_s"], result["streaming_pull_s"]),
     ]
+    if args.push:
+        rows.append((f"push ({args.push})", result["push_msgs_per_s"], result["push_s"]))
     print(f"{args.messages} messages of {result['message_bytes']} bytes against {address}")
     print(f"{'phase':<22} {'msgs/s':>10} {'seconds':>9}")
     for phase, rate, seconds in rows:

@@ -25,6 +25,9 @@ import grpc
 from google.protobuf import empty_pb2
 from google.pubsub_v1 import types as pubsub_types
 
+from infra.local.pubsub_emulator.filters import FilterError, compile_filter
+from infra.local.pubsub_emulator.push import Pusher, check_push_endpoint
+
 log = logging.getLogger("infra.local.pubsub_emulator")
 
 # --- protobuf message classes behind the proto-plus types -------------------------------------------------------
@@ -54,6 +57,7 @@ StreamingPullRequest = pubsub_types.StreamingPullRequest.pb()
 StreamingPullResponse = pubsub_types.StreamingPullResponse.pb()
 AcknowledgeRequest = pubsub_types.AcknowledgeRequest.pb()
 ModifyAckDeadlineRequest = pubsub_types.ModifyAckDeadlineRequest.pb()
+ModifyPushConfigRequest = pubsub_types.ModifyPushConfigRequest.pb()
 Empty = empty_pb2.Empty
 
 PUBLISHER_SERVICE = "google.pubsub.v1.Publisher"
@@ -71,7 +75,17 @@ MAX_PULL_WAIT = 0.5  # seconds a Pull without return_immediately waits for a fir
 MAX_MESSAGES_PER_RESPONSE = 1000
 MAX_BYTES_PER_RESPONSE = 4 * 1024 * 1024
 MAX_GRPC_MESSAGE = 32 * 1024 * 1024
+# The service's publish limits (docs "Pub/Sub quotas and limits"): per request, per message's attributes.
+MAX_PUBLISH_MESSAGES = 1000
+MAX_PUBLISH_BYTES = 10_000_000
+MAX_ATTRIBUTES = 100
+MAX_ATTRIBUTE_KEY_BYTES = 256
+MAX_ATTRIBUTE_VALUE_BYTES = 1024
+MAX_ORDERING_KEY_BYTES = 1024
+_ACK_ID = re.compile(r"(\d+)-\d+")
 MESSAGE_RETENTION_SECONDS = 7 * 24 * 3600
+MAX_BACKOFF_SECONDS = 600  # the retry policy's bounds: 0..600 s, defaults 10 s and 600 s
+DEFAULT_MIN_BACKOFF, DEFAULT_MAX_BACKOFF = 10.0, 600.0
 
 # Real rule for topic/subscription ids: 3-255 chars, starts with a letter, [A-Za-z0-9-_.~+%], not "goog...".
 _ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
@@ -138,7 +152,8 @@ def _page(names: list[str], page_size: int, page_token: str) -> tuple[list[str],
 
 # --- per-subscription state -----------------------------------------------------------------------------------
 
-READY, WAITING, OUTSTANDING, DONE = range(4)
+READY, WAITING, OUTSTANDING, DONE, DELAYED = range(5)
+BUSY = (OUTSTANDING, DELAYED)  # a keyed message in one of these holds back the later messages of its key
 
 
 @dataclass(eq=False)
@@ -171,14 +186,29 @@ class _Sub:
         self.cond = threading.Condition(lock)
         self.ready: list[tuple[int, _Entry]] = []  # heap by publish sequence
         self.key_queues: dict[str, collections.deque[_Entry]] = {}
+        self.key_busy: collections.Counter[str] = collections.Counter()  # key -> its messages in BUSY states
         self.outstanding: dict[str, _Entry] = {}
         self.expiry: list[tuple[float, str]] = []  # heap (deadline, ack_id), lazily invalidated
+        self.delayed: list[tuple[float, int, _Entry]] = []  # heap (due, seq, entry): nacked, backing off
+        self.accepts = compile_filter(pb.filter)  # the filter is immutable: compiled once
         self.backlog = 0  # messages not yet acked (or dead-lettered)
         self.deleted = False
 
     @property
     def ordered(self) -> bool:
         return self.pb.enable_message_ordering
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before a message that failed ``attempts`` deliveries comes back: 0 without a retry policy,
+        else exponential from minimum_backoff, at most maximum_backoff."""
+        if not self.pb.HasField("retry_policy"):
+            return 0.0
+        policy = self.pb.retry_policy
+        low = policy.minimum_backoff.ToNanoseconds() / 1e9 if policy.HasField("minimum_backoff") \
+            else DEFAULT_MIN_BACKOFF
+        high = policy.maximum_backoff.ToNanoseconds() / 1e9 if policy.HasField("maximum_backoff") \
+            else DEFAULT_MAX_BACKOFF
+        return min(high, low * 2 ** max(0, attempts - 1))
 
     @property
     def dead_letter(self) -> tuple[str, int] | None:
@@ -201,8 +231,9 @@ class PubSubState:
         self.topic_subs: dict[str, set[str]] = collections.defaultdict(set)
         self._message_ids = itertools.count(1)
         self._seq = itertools.count(1)
-        self._ack_seq = itertools.count(1)
+        self._acks_issued = 0  # ack ids are "N-SEQ" with N <= this; any other id was never handed out
         self._warned: set[str] = set()
+        self.push_wakeup = threading.Event()  # set when a push subscription may have something to deliver
 
     # -- helpers ------------------------------------------------------------------------------------------------
     def _warn_once(self, key: str, message: str) -> None:
@@ -216,6 +247,14 @@ class PubSubState:
         if sub is None:
             raise _not_found(f"Subscription does not exist (resource={name})")
         return sub
+
+    def _check_ack_ids(self, ack_ids: Any) -> None:
+        """INVALID_ARGUMENT for an id this emulator never handed out (a stale one, already acked or lapsed, is
+        accepted and ignored, as by the service)."""
+        for ack_id in ack_ids:
+            m = _ACK_ID.fullmatch(ack_id)
+            if m is None or not 0 < int(m.group(1)) <= self._acks_issued:
+                raise _invalid(f"Invalid ack id (ack_id={ack_id})")
 
     def _clamp_deadline(self, seconds: int) -> int:
         if seconds <= 0:
@@ -296,12 +335,23 @@ class PubSubState:
         check_topic_name(request.topic)
         if not request.messages:
             raise _invalid("The request must contain at least one message")
+        if len(request.messages) > MAX_PUBLISH_MESSAGES:
+            raise _invalid(f"Too many messages to publish: {len(request.messages)} (at most {MAX_PUBLISH_MESSAGES})")
+        if request.ByteSize() > MAX_PUBLISH_BYTES:
+            raise _invalid(f"Request payload size {request.ByteSize()} exceeds the limit of {MAX_PUBLISH_BYTES} bytes")
         for m in request.messages:
             if not m.data and not m.attributes:
                 raise _invalid("Some messages are empty: a message needs a non-empty data field or attributes")
-            for key in m.attributes:
+            if len(m.attributes) > MAX_ATTRIBUTES:
+                raise _invalid(f"A message has {len(m.attributes)} attributes (at most {MAX_ATTRIBUTES})")
+            for key, value in m.attributes.items():
                 if not key:
                     raise _invalid("Attribute keys must not be empty")
+                if len(key.encode()) > MAX_ATTRIBUTE_KEY_BYTES or len(value.encode()) > MAX_ATTRIBUTE_VALUE_BYTES:
+                    raise _invalid(f"Attribute keys are at most {MAX_ATTRIBUTE_KEY_BYTES} bytes and values at most "
+                                   f"{MAX_ATTRIBUTE_VALUE_BYTES} bytes")
+            if len(m.ordering_key.encode()) > MAX_ORDERING_KEY_BYTES:
+                raise _invalid(f"Ordering keys are at most {MAX_ORDERING_KEY_BYTES} bytes")
         with self.lock:
             if request.topic not in self.topics:
                 raise _not_found(f"Topic does not exist (resource={request.topic})")
@@ -319,21 +369,38 @@ class PubSubState:
         for sub_name in self.topic_subs.get(topic, ()):
             sub = self.subs[sub_name]
             for seq, msg, size in stored:
-                self._enqueue(sub, _Entry(seq, msg, msg.ordering_key if sub.ordered else "", size))
+                if sub.accepts(msg.attributes):  # the service acknowledges what the filter does not match
+                    self._enqueue(sub, _Entry(seq, msg, msg.ordering_key if sub.ordered else "", size))
             sub.cond.notify_all()
+        self.push_wakeup.set()
         return [msg.message_id for _, msg, _ in stored]
 
     # -- subscriptions ------------------------------------------------------------------------------------------
     def _validate_subscription(self, sub: Any) -> None:
         """Normalise defaults and bounds of a Subscription about to be stored (create or update)."""
+        if not 0 <= sub.ack_deadline_seconds <= MAX_ACK_DEADLINE:
+            raise _invalid(f"ack_deadline_seconds out of bounds: {sub.ack_deadline_seconds} (at most "
+                           f"{MAX_ACK_DEADLINE})")
         sub.ack_deadline_seconds = self._clamp_deadline(sub.ack_deadline_seconds)
         if sub.HasField("push_config") and sub.push_config.push_endpoint:
-            raise ApiError(grpc.StatusCode.UNIMPLEMENTED, "push subscriptions are not supported by this emulator")
+            try:
+                check_push_endpoint(sub.push_config.push_endpoint)
+            except ValueError as exc:
+                raise _invalid(str(exc)) from None
+        if sub.HasField("retry_policy"):
+            bounds = [d.ToNanoseconds() / 1e9 for d in (sub.retry_policy.minimum_backoff,
+                                                        sub.retry_policy.maximum_backoff)]
+            if not all(0 <= b <= MAX_BACKOFF_SECONDS for b in bounds):
+                raise _invalid(f"retry_policy backoffs must be within 0..{MAX_BACKOFF_SECONDS} seconds")
+            if sub.retry_policy.HasField("maximum_backoff") and bounds[0] > bounds[1]:
+                raise _invalid("retry_policy.minimum_backoff must not exceed maximum_backoff")
         for export in ("bigquery_config", "cloud_storage_config", "bigtable_config"):
             if export in sub.DESCRIPTOR.fields_by_name and sub.HasField(export):
                 raise ApiError(grpc.StatusCode.UNIMPLEMENTED, f"{export} subscriptions are not supported")
-        if sub.filter:
-            self._warn_once("filter", "pubsub emulator: subscription filters are stored but IGNORED (all match)")
+        try:
+            compile_filter(sub.filter)
+        except FilterError as exc:
+            raise _invalid(f"Invalid filter: {exc}") from None
         if sub.enable_exactly_once_delivery:
             self._warn_once("eod", "pubsub emulator: exactly-once delivery is stored but not enforced")
         if sub.HasField("dead_letter_policy"):
@@ -347,9 +414,9 @@ class PubSubState:
                 if policy.max_delivery_attempts == 0:
                     policy.max_delivery_attempts = DEFAULT_MAX_DELIVERY_ATTEMPTS
                 if not MIN_MAX_DELIVERY_ATTEMPTS <= policy.max_delivery_attempts <= MAX_MAX_DELIVERY_ATTEMPTS:
-                    raise _invalid(
-                        f"max_delivery_attempts must be within {MIN_MAX_DELIVERY_ATTEMPTS}..{MAX_MAX_DELIVERY_ATTEMPTS}"
-                    )
+                    bounds = f"{MIN_MAX_DELIVERY_ATTEMPTS}..{MAX_MAX_DELIVERY_ATTEMPTS}"
+                    # OUT_OF_RANGE, as the service and gcloud's emulator answer
+                    raise ApiError(grpc.StatusCode.OUT_OF_RANGE, f"max_delivery_attempts must be within {bounds}")
         if not sub.HasField("message_retention_duration"):
             sub.message_retention_duration.seconds = MESSAGE_RETENTION_SECONDS
         sub.state = Subscription.State.Value("ACTIVE")
@@ -396,6 +463,17 @@ class PubSubState:
             sub.cond.notify_all()
             return updated
 
+    def modify_push_config(self, request: Any) -> None:
+        """Turn a subscription into a push one, change its endpoint, or (empty push_config) back into pull."""
+        with self.lock:
+            sub = self._sub(request.subscription)
+            updated = Subscription()
+            updated.CopyFrom(sub.pb)
+            updated.push_config.CopyFrom(request.push_config)
+            self._validate_subscription(updated)
+            sub.pb = updated
+        self.push_wakeup.set()
+
     def list_subscriptions(self, request: Any) -> Any:
         project = _check_project(request.project)
         prefix = f"projects/{project}/subscriptions/"
@@ -418,34 +496,59 @@ class PubSubState:
         log.debug("deleted subscription %s", name)
 
     # -- message life cycle (all *_locked / private methods expect self.lock held) ------------------------------
+    def _set(self, sub: _Sub, entry: _Entry, state: int) -> None:
+        """Move ``entry`` to ``state``, keeping its key's busy count; READY entries join the ready heap."""
+        if entry.key and (entry.state in BUSY) != (state in BUSY):
+            sub.key_busy[entry.key] += 1 if state in BUSY else -1
+        entry.state = state
+        if state == READY:
+            heapq.heappush(sub.ready, (entry.seq, entry))
+
+    def _wake_key(self, sub: _Sub, key: str) -> None:
+        """Once no message of ``key`` is outstanding or backing off, its waiting messages become deliverable: all of
+        them, in order, for pull (as the service and gcloud's emulator do), the first only for push (the service
+        pushes one message per key at a time)."""
+        if sub.key_busy[key]:
+            return
+        for entry in sub.key_queues.get(key, ()):
+            if entry.state == WAITING:
+                self._set(sub, entry, READY)
+                if sub.pb.push_config.push_endpoint:
+                    break
+            elif sub.pb.push_config.push_endpoint and entry.state == READY:
+                break
+
     def _enqueue(self, sub: _Sub, entry: _Entry) -> None:
         sub.backlog += 1
-        if entry.key:
-            queue = sub.key_queues.setdefault(entry.key, collections.deque())
-            queue.append(entry)
-            if len(queue) > 1:
-                entry.state = WAITING
-                return
-        entry.state = READY
-        heapq.heappush(sub.ready, (entry.seq, entry))
+        entry.state = WAITING
+        if not entry.key:
+            self._set(sub, entry, READY)
+            return
+        queue = sub.key_queues.setdefault(entry.key, collections.deque())
+        queue.append(entry)
+        if not sub.key_busy[entry.key] and (len(queue) == 1 or not sub.pb.push_config.push_endpoint):
+            self._set(sub, entry, READY)
 
     def _finish(self, sub: _Sub, entry: _Entry) -> None:
-        entry.state = DONE
+        self._set(sub, entry, DONE)
         entry.ack_id = None
         sub.backlog -= 1
         if entry.key:
             queue = sub.key_queues[entry.key]
             if queue and queue[0] is entry:
                 queue.popleft()
+            else:
+                queue.remove(entry)
             if queue:
-                head = queue[0]
-                head.state = READY
-                heapq.heappush(sub.ready, (head.seq, head))
+                self._wake_key(sub, entry.key)
             else:
                 del sub.key_queues[entry.key]
+                del sub.key_busy[entry.key]
 
     def _release(self, sub: _Sub, entry: _Entry) -> None:
-        """A delivery failed (nack or ack deadline lapsed): redeliver, or dead-letter after too many attempts."""
+        """A delivery failed (nack or ack deadline lapsed): redeliver, or dead-letter after too many attempts.
+        With ordering, the later messages of its key are taken back too and come again after it (the service
+        redelivers a nacked message and every message after it for its key)."""
         entry.ack_id = None
         dead_letter = sub.dead_letter
         if dead_letter and entry.attempts >= dead_letter[1]:
@@ -469,8 +572,34 @@ class PubSubState:
                 self._finish(sub, entry)
                 return
             self._warn_once(f"dlt:{dl_topic}", f"pubsub emulator: dead letter topic {dl_topic} is gone; redelivering")
-        entry.state = READY
-        heapq.heappush(sub.ready, (entry.seq, entry))
+        if entry.key:
+            for later in sub.key_queues[entry.key]:
+                if later.seq > entry.seq and later.state in (OUTSTANDING, READY):
+                    if later.ack_id is not None:
+                        sub.outstanding.pop(later.ack_id, None)
+                        later.ack_id = None
+                    self._set(sub, later, WAITING)
+        delay = sub.backoff(entry.attempts)
+        if delay > 0:
+            self._set(sub, entry, DELAYED)
+            heapq.heappush(sub.delayed, (time.monotonic() + delay, entry.seq, entry))
+            return
+        self._set(sub, entry, READY)
+        if entry.key:
+            self._wake_key(sub, entry.key)
+        self.push_wakeup.set()
+
+    def _undelay(self, sub: _Sub, now: float) -> bool:
+        """Messages whose retry backoff is over become deliverable again."""
+        moved = False
+        while sub.delayed and sub.delayed[0][0] <= now:
+            entry = heapq.heappop(sub.delayed)[2]
+            if entry.state == DELAYED:
+                self._set(sub, entry, READY)
+                if entry.key:
+                    self._wake_key(sub, entry.key)
+                moved = True
+        return moved
 
     def _expire(self, sub: _Sub, now: float) -> bool:
         expired = False
@@ -490,10 +619,14 @@ class PubSubState:
             for sub in self.subs.values():
                 if sub.expiry and sub.expiry[0][0] <= now and self._expire(sub, now):
                     sub.cond.notify_all()
+                if sub.delayed and sub.delayed[0][0] <= now and self._undelay(sub, now):
+                    sub.cond.notify_all()
+                    self.push_wakeup.set()
 
     def _deliver(self, sub: _Sub, max_messages: int, deadline_s: int, max_bytes: int = 0) -> list[tuple]:
         now = time.monotonic()
         self._expire(sub, now)
+        self._undelay(sub, now)
         out: list[tuple] = []
         total = 0
         with_attempt = sub.dead_letter is not None
@@ -506,8 +639,9 @@ class PubSubState:
                 break
             heapq.heappop(sub.ready)
             entry.attempts += 1
-            entry.state = OUTSTANDING
-            entry.ack_id = f"{next(self._ack_seq)}-{entry.seq}"
+            self._set(sub, entry, OUTSTANDING)
+            self._acks_issued += 1
+            entry.ack_id = f"{self._acks_issued}-{entry.seq}"
             entry.deadline = now + deadline_s
             sub.outstanding[entry.ack_id] = entry
             heapq.heappush(sub.expiry, (entry.deadline, entry.ack_id))
@@ -549,13 +683,17 @@ class PubSubState:
         if not ack_ids:
             raise _invalid("ack_ids must not be empty")
         with self.lock:
-            self._ack_locked(self._sub(subscription), ack_ids)
+            sub = self._sub(subscription)
+            self._check_ack_ids(ack_ids)
+            self._ack_locked(sub, ack_ids)
 
     def modify_ack_deadline(self, subscription: str, ack_ids: Any, seconds: int) -> None:
         if not ack_ids:
             raise _invalid("ack_ids must not be empty")
         with self.lock:
-            self._modack_locked(self._sub(subscription), ack_ids, seconds)
+            sub = self._sub(subscription)
+            self._check_ack_ids(ack_ids)
+            self._modack_locked(sub, ack_ids, seconds)
 
     def pull(self, request: Any, alive: Callable[[], bool] = lambda: True) -> Any:
         if request.max_messages <= 0:
@@ -763,6 +901,10 @@ def build_handlers(state: PubSubState) -> list[grpc.GenericRpcHandler]:
     def pull(r, c):
         return s.pull(r, alive=c.is_active)
 
+    def modify_push_config(r, c):
+        s.modify_push_config(r)
+        return Empty()
+
     def acknowledge(r, c):
         s.acknowledge(r.subscription, r.ack_ids)
         return Empty()
@@ -798,6 +940,7 @@ def build_handlers(state: PubSubState) -> list[grpc.GenericRpcHandler]:
             "ListSubscriptions": _u(list_subscriptions, ListSubscriptionsRequest, ListSubscriptionsResponse),
             "DeleteSubscription": _u(delete_subscription, DeleteSubscriptionRequest, Empty),
             "Pull": _u(pull, PullRequest, PullResponse),
+            "ModifyPushConfig": _u(modify_push_config, ModifyPushConfigRequest, Empty),
             "Acknowledge": _u(acknowledge, AcknowledgeRequest, Empty),
             "ModifyAckDeadline": _u(modify_ack_deadline, ModifyAckDeadlineRequest, Empty),
             "StreamingPull": grpc.stream_stream_rpc_method_handler(
@@ -835,6 +978,7 @@ class PubSubEmulator:
         self._server: grpc.Server | None = None
         self._stopped = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self._pusher: Pusher | None = None
 
     @property
     def address(self) -> str:
@@ -860,6 +1004,7 @@ class PubSubEmulator:
         self._server = server
         self._sweeper = threading.Thread(target=self._sweep_loop, name="pubsub-emulator-sweeper", daemon=True)
         self._sweeper.start()
+        self._pusher = Pusher(self.state).start()
         return self
 
     def _sweep_loop(self) -> None:
@@ -878,6 +1023,8 @@ class PubSubEmulator:
             self._server.stop(grace).wait()
         if self._sweeper is not None:
             self._sweeper.join(timeout=2)
+        if self._pusher is not None:
+            self._pusher.stop()
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         assert self._server is not None, "not started"
