@@ -10,7 +10,9 @@
 3. runs the streaming pipeline on the DirectRunner until every message is accounted for (one lead
    event or one dead letter per unit, counted in BigQuery),
 4. prints per-table counts, a few rows and the deliveries received, and the gateway's counts beside the
-   pipeline's, then stops what it started.
+   pipeline's; meanwhile a local CRM endpoint receives one team's offers by Pub/Sub push (printed as they come)
+   and a failing one's deliveries go to the CRM dead-letter topic after their retries; then it stops what it
+   started.
 
 ``--bounded`` instead runs the pipeline over the sample file into ``out/demo/*.jsonl`` (no stack).
 """
@@ -204,6 +206,7 @@ def rows_per_provider(client, dataset: str) -> dict[str, int]:
 
 def run_streaming(input_file: Path, timeout: float, direct: bool = False) -> int:
     from infra.local import stack as local_stack
+    from infra.local.crm_endpoint import demo_crm_push
     from schemas.bigquery import client_for
 
     cfg = local_stack.StackConfig(gateway=not direct)
@@ -219,86 +222,88 @@ def run_streaming(input_file: Path, timeout: float, direct: bool = False) -> int
     pipeline = None
     sent: list = []
     try:
-        print(f"[2/5] starting the streaming pipeline (DirectRunner), log {log_path}", flush=True)
-        args = [*cfg.pipeline_args(), *DEMO_ARGS]
-        with log_path.open("wb") as log:
-            pipeline = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", *args], stdout=log,
-                                        stderr=subprocess.STDOUT, env={**os.environ, **cfg.env()})
-        if direct:
-            print(f"[3/5] publishing {len(messages)} sample messages to {cfg.topic('input')} "
-                  "with the official publisher client ...", flush=True)
-            ids = publish(messages, cfg.topic("input"))
-            print(f"      published {len(ids)} messages; waiting for {expected_units} units "
-                  "(a CSV upload is one unit per row) ...", flush=True)
-        else:
-            print(f"[3/5] sending {len(messages)} sample messages through the gateway at {cfg.gateway_url} "
-                  "as each provider sends them ...", flush=True)
+        with demo_crm_push(cfg, out=lambda line: print(line, flush=True)):
+            print(f"[2/5] starting the streaming pipeline (DirectRunner), log {log_path}", flush=True)
+            args = [*cfg.pipeline_args(), *DEMO_ARGS]
+            with log_path.open("wb") as log:
+                pipeline = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", *args], stdout=log,
+                                            stderr=subprocess.STDOUT, env={**os.environ, **cfg.env()})
+            if direct:
+                print(f"[3/5] publishing {len(messages)} sample messages to {cfg.topic('input')} "
+                      "with the official publisher client ...", flush=True)
+                ids = publish(messages, cfg.topic("input"))
+                print(f"      published {len(ids)} messages; waiting for {expected_units} units "
+                      "(a CSV upload is one unit per row) ...", flush=True)
+            else:
+                print(f"[3/5] sending {len(messages)} sample messages through the gateway at {cfg.gateway_url} "
+                      "as each provider sends them ...", flush=True)
+                started = time.monotonic()
+                expected_units, sent = send_through_front_door(cfg, messages)
+                print(f"      sent in {time.monotonic() - started:.1f} s; {sum(s.published for s in sent)} messages "
+                      f"published; waiting for {expected_units} units (an upload is one unit per row) ...", flush=True)
+            client = client_for(cfg.project, cfg.bigquery_host)
+            dataset = f"{cfg.project}.{cfg.dataset}"
             started = time.monotonic()
-            expected_units, sent = send_through_front_door(cfg, messages)
-            print(f"      sent in {time.monotonic() - started:.1f} s; {sum(s.published for s in sent)} messages "
-                  f"published; waiting for {expected_units} units (an upload is one unit per row) ...", flush=True)
-        client = client_for(cfg.project, cfg.bigquery_host)
-        dataset = f"{cfg.project}.{cfg.dataset}"
-        started = time.monotonic()
-        counts = wait_accounted(client, dataset, expected_units, pipeline, timeout)
-        elapsed = time.monotonic() - started
-        deadline = time.monotonic() + 45  # the daily counts catch up with the next early panes
-        while counted_in_latest_panes(client, dataset) < counts["lead_events"] and time.monotonic() < deadline:
-            time.sleep(2)
-        counts = count_rows(client, dataset)
-        print(f"[4/5] every unit accounted for in {elapsed:.0f} s; rows per BigQuery table:", flush=True)
-        for table, n in counts.items():
-            print(f"      {dataset}.{table:<22}{n:>6}")
-        print("\n      outcomes:", flush=True)
-        for row in client.query(f"SELECT outcome, COUNT(*) AS n FROM `{dataset}.lead_events` "
-                                "GROUP BY outcome ORDER BY n DESC").result():
-            print(f"        {row['outcome']:<24}{row['n']:>6}")
-        print("      dead letters by reason:")
-        for row in client.query(f"SELECT stage, error_type, COUNT(*) AS n FROM `{dataset}.dead_letters` "
-                                "GROUP BY stage, error_type ORDER BY n DESC").result():
-            print(f"        {row['stage'] + '/' + row['error_type']:<40}{row['n']:>6}")
-        print("      scores (new leads): source, priority tier:")
-        for row in client.query(f"SELECT score_source, priority_tier, COUNT(*) AS n, ROUND(AVG(score), 3) AS avg "
-                                f"FROM `{dataset}.leads` GROUP BY 1, 2 ORDER BY 1, 2").result():
-            print(f"        {row['score_source'] or 'unscored':<10} {row['priority_tier'] or '-':<6}{row['n']:>6}"
-                  f"   mean score {row['avg']}")
-        print("      today's counts per source (latest pane):")
-        for row in client.query(
-                f"SELECT source_id, events, new_leads, cross_source, duplicates, replays FROM "
-                f"({LATEST_PANES.format(dataset=dataset)}) ORDER BY events DESC LIMIT 6").result():
-            print(f"        {row['source_id']:<22} events {row['events']:>4}  new {row['new_leads']:>4}  "
-                  f"cross {row['cross_source']:>3}  dup {row['duplicates']:>3}  replay {row['replays']:>3}")
-        print("      a few leads (ids and sources only):")
-        for row in client.query(f"SELECT lead_id, primary_source, first_seen_at FROM `{dataset}.leads` "
-                                "ORDER BY first_seen_at LIMIT 5").result():
-            print(f"        {row['lead_id']}  {row['primary_source']:<22} {row['first_seen_at']}")
-        print("      routing: status, team, leads (no agent answers in the demo: each agent holds up to its max_open "
-              "offers and the rest wait in their desk's queue; `leadflow simulate-desk` plays a day with agents):")
-        for row in client.query(f"SELECT routing_status, team, COUNT(*) AS n FROM `{dataset}.leads` "
-                                "GROUP BY 1, 2 ORDER BY n DESC LIMIT 8").result():
-            print(f"        {row['routing_status'] or '-':<14} {row['team'] or '-':<20}{row['n']:>6}")
-        deliveries = pull_all(cfg.subscription("lead-deliveries-crm"))
-        review = pull_all(cfg.subscription("lead-manual-review-ops"), max_wait=2)
-        dead_topic = pull_all(cfg.subscription("lead-dead-letters-ops"), max_wait=2)
-        print(f"      deliveries received by the CRM subscription: {len(deliveries)} "
-              f"({len({m.message.attributes['lead_id'] for m in deliveries})} leads; attributes territory, team, "
-              f"agent, priority); manual review: {len(review)}; dead letters on the dead-letter topic: "
-              f"{len(dead_topic)}")
-        if sent:
-            from pipelines.dev.front_door import FrontDoor
+            counts = wait_accounted(client, dataset, expected_units, pipeline, timeout)
+            elapsed = time.monotonic() - started
+            deadline = time.monotonic() + 45  # the daily counts catch up with the next early panes
+            while counted_in_latest_panes(client, dataset) < counts["lead_events"] and time.monotonic() < deadline:
+                time.sleep(2)
+            counts = count_rows(client, dataset)
+            print(f"[4/5] every unit accounted for in {elapsed:.0f} s; rows per BigQuery table:", flush=True)
+            for table, n in counts.items():
+                print(f"      {dataset}.{table:<22}{n:>6}")
+            print("\n      outcomes:", flush=True)
+            for row in client.query(f"SELECT outcome, COUNT(*) AS n FROM `{dataset}.lead_events` "
+                                    "GROUP BY outcome ORDER BY n DESC").result():
+                print(f"        {row['outcome']:<24}{row['n']:>6}")
+            print("      dead letters by reason:")
+            for row in client.query(f"SELECT stage, error_type, COUNT(*) AS n FROM `{dataset}.dead_letters` "
+                                    "GROUP BY stage, error_type ORDER BY n DESC").result():
+                print(f"        {row['stage'] + '/' + row['error_type']:<40}{row['n']:>6}")
+            print("      scores (new leads): source, priority tier:")
+            for row in client.query(f"SELECT score_source, priority_tier, COUNT(*) AS n, ROUND(AVG(score), 3) AS avg "
+                                    f"FROM `{dataset}.leads` GROUP BY 1, 2 ORDER BY 1, 2").result():
+                print(f"        {row['score_source'] or 'unscored':<10} {row['priority_tier'] or '-':<6}{row['n']:>6}"
+                      f"   mean score {row['avg']}")
+            print("      today's counts per source (latest pane):")
+            for row in client.query(
+                    f"SELECT source_id, events, new_leads, cross_source, duplicates, replays FROM "
+                    f"({LATEST_PANES.format(dataset=dataset)}) ORDER BY events DESC LIMIT 6").result():
+                print(f"        {row['source_id']:<22} events {row['events']:>4}  new {row['new_leads']:>4}  "
+                      f"cross {row['cross_source']:>3}  dup {row['duplicates']:>3}  replay {row['replays']:>3}")
+            print("      a few leads (ids and sources only):")
+            for row in client.query(f"SELECT lead_id, primary_source, first_seen_at FROM `{dataset}.leads` "
+                                    "ORDER BY first_seen_at LIMIT 5").result():
+                print(f"        {row['lead_id']}  {row['primary_source']:<22} {row['first_seen_at']}")
+            print("      routing: status, team, leads (no agent answers in the demo: each agent holds up to its "
+                  "max_open offers and the rest wait in their desk's queue; `leadflow simulate-desk` plays a day "
+                  "with agents):")
+            for row in client.query(f"SELECT routing_status, team, COUNT(*) AS n FROM `{dataset}.leads` "
+                                    "GROUP BY 1, 2 ORDER BY n DESC LIMIT 8").result():
+                print(f"        {row['routing_status'] or '-':<14} {row['team'] or '-':<20}{row['n']:>6}")
+            deliveries = pull_all(cfg.subscription("lead-deliveries-crm"))
+            review = pull_all(cfg.subscription("lead-manual-review-ops"), max_wait=2)
+            dead_topic = pull_all(cfg.subscription("lead-dead-letters-ops"), max_wait=2)
+            print(f"      deliveries received by the CRM subscription: {len(deliveries)} "
+                  f"({len({m.message.attributes['lead_id'] for m in deliveries})} leads; attributes territory, team, "
+                  f"agent, priority); manual review: {len(review)}; dead letters on the dead-letter topic: "
+                  f"{len(dead_topic)}")
+            if sent:
+                from pipelines.dev.front_door import FrontDoor
 
-            print("      the front door (gateway) beside the pipeline:")
-            door = FrontDoor.for_stack(cfg)
-            try:
-                print_doors(sent, door.gateway_counts(), rows_per_provider(client, dataset))
-            finally:
-                door.close()
-        ok = counts["lead_events"] + counts["dead_letters"] == expected_units
-        if manifest:
-            ok = ok and counts["leads"] == manifest["persons"]
-            print(f"      ground truth: leads {counts['leads']}/{manifest['persons']}, "
-                  f"units {counts['lead_events'] + counts['dead_letters']}/{expected_units}")
-        return 0 if ok else 1
+                print("      the front door (gateway) beside the pipeline:")
+                door = FrontDoor.for_stack(cfg)
+                try:
+                    print_doors(sent, door.gateway_counts(), rows_per_provider(client, dataset))
+                finally:
+                    door.close()
+            ok = counts["lead_events"] + counts["dead_letters"] == expected_units
+            if manifest:
+                ok = ok and counts["leads"] == manifest["persons"]
+                print(f"      ground truth: leads {counts['leads']}/{manifest['persons']}, "
+                      f"units {counts['lead_events'] + counts['dead_letters']}/{expected_units}")
+            return 0 if ok else 1
     finally:
         if pipeline is not None:
             stop_process(pipeline)
