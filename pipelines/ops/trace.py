@@ -9,9 +9,10 @@ Finds the lead (a phone or e-mail is normalized the pipeline's way and matched o
 its person: the survivor of its merges (``lead_merges``, the latest row of each merged lead) with every lead merged
 into it. Prints every event with its outcome and source, each source's first sighting (``lead_source_history``), the
 merges, every change of the living record (``lead_versions``: created, new source, score, primary corrected), each
-routing step with its audit fields (``lead_assignments``: team, agent, attempt, reason, SLA deadline), and the dead
-letters of the person's messages. Deliveries to the CRMs are not in BigQuery yet (the delivery topic's out door, issue
-18) and the routing issue (17) adds its own audit table: the journey says so instead of guessing.
+routing step with its audit (``lead_assignments``: team, agent, attempt, reason, SLA deadline, and the routing
+decision: the candidates, the agent chosen with its open leads against its cap, why each other agent was skipped),
+and the dead letters of the person's messages. Deliveries to the CRMs (Pub/Sub push) are not recorded in BigQuery:
+the journey says so instead of guessing.
 
 No personal data leaves this command's logs: a phone or e-mail is logged only as its keyed hash (the identity
 stage's ``identifier_hash``), and the printed journey names leads, messages, sources, teams and agents by id only.
@@ -34,8 +35,7 @@ from transforms.identity import EMAIL, PHONE, hash_key, identifier_hash
 from transforms.normalize import normalize_email, normalize_phone
 
 log = logging.getLogger("leadflow.trace")
-PENDING = ("deliveries: not recorded in BigQuery yet (issue 18, the delivery out door)",
-           "routing audit: lead_assignments only until issue 17 lands its routing audit")
+PENDING = ("deliveries: the CRMs' push subscriptions record nothing in BigQuery; each offer above is one delivery",)
 
 
 class TraceError(ValueError):
@@ -141,6 +141,8 @@ def journey(rows: dict[str, list[dict]]) -> list[Step]:
         parts += [f"{k} {a[k]}" for k in ("team", "territory", "agent_id", "priority_tier", "reason") if a.get(k)]
         if a.get("sla_deadline"):
             parts.append(f"SLA until {_t(a['sla_deadline'])}")
+        if a.get("decision"):
+            parts.append(decision_text(json.loads(a["decision"]) if isinstance(a["decision"], str) else a["decision"]))
         steps.append(Step(_t(a["action_at"]), "routing", a["lead_id"], ", ".join(parts),
                           {"assignment_event_id": a["assignment_event_id"], "agent_event_id": a["agent_event_id"]}))
     for d in rows["dead_letters"]:
@@ -148,6 +150,19 @@ def journey(rows: dict[str, list[dict]]) -> list[Step]:
                           f"dead letter at {d['stage']}: {d['error_type']} (provider {d['provider'] or 'unknown'})",
                           {"message_id": d["message_id"]}))
     return sorted(steps, key=lambda s: (s.at, KIND_ORDER[s.kind]))
+
+
+def decision_text(decision: dict) -> str:
+    """The routing audit of one step in a line: candidates, the chosen agent's load against its cap, the skips."""
+    out = [f"{len(decision.get('candidates') or [])} candidates"]
+    if decision.get("chosen"):
+        load = (f" ({decision['open_before']} open of {decision['max_open']})"
+                if "open_before" in decision and "max_open" in decision else "")
+        out.append(f"chose {decision['chosen']}{load}")
+    skipped = decision.get("skipped") or []
+    if skipped:
+        out.append("skipped " + ", ".join(f"{s['agent_id']} ({s['reason']})" for s in skipped))
+    return "; ".join(out)
 
 
 ROUTING_CHANGES = frozenset({"assigned", "reassigned", "accepted", "rejected", "expired", "manual_review"})

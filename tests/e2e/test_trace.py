@@ -4,6 +4,7 @@ and no phone or e-mail in the logs or the output."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 
@@ -47,6 +48,13 @@ def test_the_journey_of_a_person_from_three_providers(sample_landed, three_provi
         v["version_id"] for v in run.tables["lead_versions"]
         if v["lead_id"] == lead_id and v["change"] not in tr.ROUTING_CHANGES)
     assert by_kind["routing"] and by_kind["routing"][0].what.startswith("assigned, attempt 1")
+    # each offer carries its routing audit: the candidates, the agent chosen against its cap, the skips
+    first_offer = next(a for a in run.tables["lead_assignments"]
+                       if a["lead_id"] == lead_id and a["action"] == "assigned")
+    decision = json.loads(first_offer["decision"])
+    assert f"chose {decision['chosen']} ({decision['open_before']} open of {decision['max_open']})" in (
+        by_kind["routing"][0].what)
+    assert f"{len(decision['candidates'])} candidates" in by_kind["routing"][0].what
     assert any(s.what.startswith("scored ") and " by model" in s.what for s in by_kind["change"])
     assert [s.at for s in steps] == sorted(s.at for s in steps)
     assert steps[0].kind == "event" and "new via" in steps[0].what  # the first sighting opens the journey
