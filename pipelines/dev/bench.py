@@ -165,7 +165,7 @@ def enrich_route_assign(leads, stage_s, clock) -> tuple[list, dict]:
     assignments per agent weighted by capacity, with working hours (real lead times) and without."""
     from transforms.enrich import enrich_lead
     from transforms.reference import load_reference
-    from transforms.routing import LEAD, TeamState, dispatch_lead, pick_agent, route_lead
+    from transforms.routing import LEAD, Rules, TeamState, dispatch_lead, pick_agent, route_lead
 
     ref = load_reference()
     states: dict[str, TeamState] = defaultdict(TeamState)
@@ -178,8 +178,9 @@ def enrich_route_assign(leads, stage_s, clock) -> tuple[list, dict]:
         lead = route_lead(ref, lead)
         t2 = clock()
         if lead.team is not None:
+            # the bounded pipeline's rules without agent events: nothing can answer, so no queue and no caps
             for kind, rec in dispatch_lead(ref, states[lead.team], lead, lead.first_seen_at, lead.first_seen_at,
-                                           None):
+                                           Rules(sla=None)):
                 if kind == LEAD:
                     rows.append(rec)
                     if rec.agent_id:
