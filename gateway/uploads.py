@@ -97,17 +97,17 @@ def upload_csv(data: bytes, filename: str | None, content_type: str | None) -> t
         _check_header(text)
         return text.encode("utf-8"), "xlsx"
     if data.startswith(UTF16_BOMS):  # the BOM says which byte order; the pipeline reads UTF-8
-        try:
-            text = data.decode("utf-16")
-        except UnicodeDecodeError:
-            raise UploadRejected("invalid_utf16", "the upload starts with a UTF-16 byte-order mark but is not "
-                                 "UTF-16 text") from None
-        _check_header(text)
-        return text.encode("utf-8"), "utf16"
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise UploadRejected("not_utf8", "a CSV upload must be UTF-8 or UTF-16 text (or upload the XLSX "
-                             "file)") from None
-    _check_header(text)
+        return _text(data, "utf-16", "invalid_utf16", "the upload starts with a UTF-16 byte-order mark but is not "
+                     "UTF-16 text").encode("utf-8"), "utf16"
+    _text(data, "utf-8-sig", "not_utf8", "a CSV upload must be UTF-8 or UTF-16 text (or upload the XLSX file)")
     return data, "csv"
+
+
+def _text(data: bytes, encoding: str, error_type: str, message: str) -> str:
+    """The upload decoded, its header row checked; UploadRejected when it is not text in ``encoding``."""
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError:
+        raise UploadRejected(error_type, message) from None
+    _check_header(text)
+    return text

@@ -20,6 +20,7 @@ the input topic directly, as another publisher would put it there. Each send is 
 from __future__ import annotations
 
 import email.utils
+import functools
 import io
 import json
 import re
@@ -110,11 +111,15 @@ def xlsx_of(csv_bytes: bytes) -> bytes | None:
     return out.getvalue()
 
 
+@functools.cache
+def _parse_config() -> ParseConfig:
+    return ParseConfig(registry=SourceRegistry.from_csv(None))
+
+
 def units_in(data: bytes, attributes: dict[str, str]) -> int:
     """How many units the pipeline makes of a message (an upload: one per row; anything it rejects: one)."""
-    config = ParseConfig(registry=SourceRegistry.from_csv(None))
     try:
-        return len(parse_message(InputMessage("count", data, attributes, None), config, len(data) + 1))
+        return len(parse_message(InputMessage("count", data, attributes, None), _parse_config(), len(data) + 1))
     except RejectedMessage:
         return 1
 

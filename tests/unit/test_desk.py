@@ -3,15 +3,13 @@ shifts, missed offers and fair returns, on a small reference world built in the 
 
 import json
 import random
-import shutil
 from datetime import UTC, datetime, timedelta
-from importlib import resources
-from pathlib import Path
 
 import pytest
 
 from tests.helpers.desk import AGENT_ROW, RULES, SLA, T, ev, lead, world
 from tests.helpers.leads import lead_record
+from tests.unit.test_routing import bundled_dir
 from transforms.reference import ReferenceDataError, build_reference, load_reference
 from transforms.routing import (
     PersonEvent,
@@ -238,13 +236,6 @@ def test_team_state_pickled_before_the_queue_existed_still_loads():
         del old.__dict__[name]
     loaded = pickle.loads(pickle.dumps(old))
     assert loaded.queue == {} and loaded.accepted == {} and loaded.time is None
-
-
-def bundled_dir(tmp_path: Path) -> Path:
-    src = Path(str(resources.files("transforms.reference_data")))
-    dst = tmp_path / "ref"
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
-    return dst
 
 
 @pytest.mark.parametrize("table, old, new, message", [
