@@ -196,8 +196,7 @@ class PersonEventsToDesksDoFn(ReferenceDoFn):
             pe = PersonEvent(record.event_id, record.lead_id, record.event_time, update_record(record))
         else:
             return
-        ref = self.reference(ref)
-        for desk in sorted({ref.desk(team) for team in ref.agents}):
+        for desk in self.reference(ref).all_desks():
             yield desk, ("person", pe, pe.at)
 
 

@@ -122,6 +122,14 @@ class ReferenceData:
             object.__setattr__(self, "_desks", cached)
         return cached.get(team, team)
 
+    def all_desks(self) -> tuple[str, ...]:
+        """Every desk with agents, sorted (computed once per reference version, like the desk map)."""
+        cached = self.__dict__.get("_all_desks")
+        if cached is None:
+            cached = tuple(sorted({self.desk(team) for team in self.agents}))
+            object.__setattr__(self, "_all_desks", cached)
+        return cached
+
     def agent(self, agent_id: str) -> Agent | None:
         return self.agents_by_id().get(agent_id)
 
